@@ -1,0 +1,442 @@
+"""The YAML configuration: frozen dataclasses, defaults in one place, strict validation.
+
+`load_config(path)` either returns a complete `Config` or raises `ConfigError` listing *every*
+problem, each prefixed with its key path (`domains[3].name: ...`), so that one `--config.check`
+run shows the user everything to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.names import InvalidName, to_alabel
+
+DEFAULT_BOOTSTRAP = "https://data.iana.org/rdap/dns.json"
+
+# Labels our own metrics use; a per-domain `labels:` entry may not shadow them.
+RESERVED_LABELS = frozenset(
+    {
+        "domain", "check", "status", "source", "nameserver", "role", "reason", "registrar",
+        "registrar_iana_id", "rdap_server", "server", "outcome", "version", "job", "instance",
+    }
+)
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; `errors` holds 'path: message' lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class RdapSettings:
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    servers: Mapping[str, str] = field(default_factory=dict)
+    ca_file: str | None = None
+    interval: float = 6 * 3600
+    timeout: float = 15.0
+    requests_per_second: float = 1.0
+    follow_registrar: bool = True
+    allow_private_addresses: bool = False
+    # Extensions beyond interface.md:
+    max_in_flight_per_server: int = 2
+    allow_http: bool = False
+    hold_interval: float = 15 * 60
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    resolvers: tuple[str, ...] = ()
+    root_servers: tuple[str, ...] = ()
+    interval: float = 5 * 60
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    interval: float = 3600.0
+    smtp_probe: bool = False
+    # Extensions beyond interface.md:
+    smtp_port: int = 25
+    smtp_timeout: float = 10.0
+    smtp_helo: str = "domainwatch.invalid"
+    smtp_interval: float = 86400.0
+    allow_private_addresses: bool = False
+
+
+@dataclass(frozen=True)
+class Contact:
+    role: str
+    email: str
+
+    def __repr__(self) -> str:  # never print the address by accident
+        return f"Contact(role={self.role!r}, email=<redacted>)"
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    name: str  # A-label, lower case, no trailing dot
+    nameservers: tuple[str, ...] = ()  # normalised; empty = no expectation
+    contacts: tuple[Contact, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    rdap: RdapSettings = field(default_factory=RdapSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    email: EmailSettings = field(default_factory=EmailSettings)
+    domains: tuple[DomainConfig, ...] = ()
+    concurrency: int = 32
+
+
+def parse_duration(text: object) -> float:
+    """'90s', '5m', '1h30m', '1d' -> seconds. Raises ValueError with a readable message."""
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 5m, 6h, 1d)")
+    if isinstance(text, int | float):
+        raise ValueError(f"{text!r} has no unit (use e.g. {text}s)")
+    s = text.strip()
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 5m, 6h, 1d)")
+    return total
+
+
+class _Reader:
+    """Collects errors while reading one mapping, so every problem is reported at once."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def mapping(self, value: object, path: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"must be a mapping, got {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.error(_join(path, str(key)), "unknown key")
+        return {str(k): v for k, v in value.items() if k in allowed}
+
+    def get(
+        self,
+        raw: dict[str, Any],
+        key: str,
+        path: str,
+        default: Any,
+        convert: Callable[[Any], Any],
+    ) -> Any:
+        if key not in raw:
+            return default
+        try:
+            return convert(raw[key])
+        except ValueError as exc:
+            self.error(_join(path, key), str(exc))
+            return default
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return seconds
+
+
+def _positive_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"must be a number greater than zero, got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"must be a whole number greater than zero, got {value!r}")
+    return value
+
+
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"must be a port number 1-65535, got {value!r}")
+    return value
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _optional_file(value: object) -> str | None:
+    if value is None:
+        return None
+    path = _string(value)
+    if not Path(path).is_file():
+        raise ValueError(f"file {path!r} does not exist")
+    return path
+
+
+def _url_or_file(value: object) -> str:
+    text = _string(value)
+    if text.startswith(("https://", "http://")):
+        return text
+    if not Path(text).is_file():
+        raise ValueError(f"{text!r} is neither an http(s) URL nor an existing file")
+    return text
+
+
+def _server_address(value: object) -> str:
+    text = _string(value).strip()
+    host, port = split_host_port(text, 53)
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"{text!r} is not a 'host' or 'host:port' address")
+    return text
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """'1.2.3.4', '1.2.3.4:5353', '[::1]:53', '::1' -> (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    try:
+        return host, int(port) if port else default_port
+    except ValueError:
+        return host, -1
+
+
+def _string_list(r: _Reader, value: object, path: str, item: Callable[[Any], str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        r.error(path, f"must be a list, got {_kind(value)}")
+        return ()
+    out: list[str] = []
+    for i, v in enumerate(value):
+        try:
+            out.append(item(v))
+        except ValueError as exc:
+            r.error(f"{path}[{i}]", str(exc))
+    return tuple(out)
+
+
+def _hostname(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a host name")
+    try:
+        return to_alabel(value)
+    except InvalidName:
+        raise ValueError(f"{value!r} is not a host name") from None
+
+
+def _read_rdap(r: _Reader, value: object) -> RdapSettings:
+    d = RdapSettings()
+    raw = r.mapping(value, "rdap", set(RdapSettings.__dataclass_fields__))
+    servers: dict[str, str] = {}
+    raw_servers = r.mapping(raw.get("servers"), "rdap.servers", set(raw.get("servers") or {}))
+    for tld, url in raw_servers.items():
+        path = f"rdap.servers.{tld}"
+        try:
+            key = to_alabel(tld)
+        except InvalidName:
+            r.error(path, f"{tld!r} is not a TLD or suffix")
+            continue
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            r.error(path, f"{url!r} is not an http(s) URL")
+            continue
+        servers[key] = url
+    return RdapSettings(
+        bootstrap=r.get(raw, "bootstrap", "rdap", d.bootstrap, _url_or_file),
+        servers=servers,
+        ca_file=r.get(raw, "ca_file", "rdap", d.ca_file, _optional_file),
+        interval=r.get(raw, "interval", "rdap", d.interval, _positive_duration),
+        timeout=r.get(raw, "timeout", "rdap", d.timeout, _positive_duration),
+        requests_per_second=r.get(
+            raw, "requests_per_second", "rdap", d.requests_per_second, _positive_number
+        ),
+        follow_registrar=r.get(raw, "follow_registrar", "rdap", d.follow_registrar, _bool),
+        allow_private_addresses=r.get(
+            raw, "allow_private_addresses", "rdap", d.allow_private_addresses, _bool
+        ),
+        max_in_flight_per_server=r.get(
+            raw, "max_in_flight_per_server", "rdap", d.max_in_flight_per_server, _positive_int
+        ),
+        allow_http=r.get(raw, "allow_http", "rdap", d.allow_http, _bool),
+        hold_interval=r.get(raw, "hold_interval", "rdap", d.hold_interval, _positive_duration),
+    )
+
+
+def _read_dns(r: _Reader, value: object) -> DnsSettings:
+    d = DnsSettings()
+    raw = r.mapping(value, "dns", set(DnsSettings.__dataclass_fields__))
+    return DnsSettings(
+        resolvers=_string_list(r, raw.get("resolvers"), "dns.resolvers", _server_address),
+        root_servers=_string_list(r, raw.get("root_servers"), "dns.root_servers", _server_address),
+        interval=r.get(raw, "interval", "dns", d.interval, _positive_duration),
+        timeout=r.get(raw, "timeout", "dns", d.timeout, _positive_duration),
+    )
+
+
+def _read_email(r: _Reader, value: object) -> EmailSettings:
+    d = EmailSettings()
+    raw = r.mapping(value, "email", set(EmailSettings.__dataclass_fields__))
+    return EmailSettings(
+        interval=r.get(raw, "interval", "email", d.interval, _positive_duration),
+        smtp_probe=r.get(raw, "smtp_probe", "email", d.smtp_probe, _bool),
+        smtp_port=r.get(raw, "smtp_port", "email", d.smtp_port, _port),
+        smtp_timeout=r.get(raw, "smtp_timeout", "email", d.smtp_timeout, _positive_duration),
+        smtp_helo=r.get(raw, "smtp_helo", "email", d.smtp_helo, _hostname),
+        smtp_interval=r.get(raw, "smtp_interval", "email", d.smtp_interval, _positive_duration),
+        allow_private_addresses=r.get(
+            raw, "allow_private_addresses", "email", d.allow_private_addresses, _bool
+        ),
+    )
+
+
+def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
+    if isinstance(value, str):  # shorthand: "- example.com"
+        value = {"name": value}
+    raw = r.mapping(value, path, {"name", "nameservers", "contacts", "labels"})
+    if not isinstance(value, dict):
+        return None
+    if "name" not in raw:
+        r.error(path, "missing required key 'name'")
+        return None
+    name_raw = raw["name"]
+    try:
+        if not isinstance(name_raw, str):
+            raise InvalidName(str(name_raw))
+        name = to_alabel(name_raw)
+        if "." not in name:
+            raise InvalidName(name_raw)
+    except InvalidName:
+        r.error(f"{path}.name", f"{name_raw!r} is not a domain name")
+        return None
+
+    nameservers = _string_list(r, raw.get("nameservers"), f"{path}.nameservers", _hostname)
+    contacts: list[Contact] = []
+    raw_contacts = raw.get("contacts")
+    if raw_contacts is not None and not isinstance(raw_contacts, list):
+        r.error(f"{path}.contacts", f"must be a list, got {_kind(raw_contacts)}")
+        raw_contacts = []
+    for i, c in enumerate(raw_contacts or []):
+        cpath = f"{path}.contacts[{i}]"
+        craw = r.mapping(c, cpath, {"role", "email"})
+        role, email = craw.get("role"), craw.get("email")
+        if not isinstance(role, str) or not _LABEL_NAME.match(role) or role.startswith("__"):
+            r.error(f"{cpath}.role", f"{role!r} must be a word such as registrant, technical")
+            continue
+        if not isinstance(email, str) or not _EMAIL.match(email.strip()):
+            # Never echo the address back: config errors end up in logs.
+            r.error(f"{cpath}.email", "missing or not an e-mail address")
+            continue
+        contacts.append(Contact(role=role.lower(), email=email.strip()))
+
+    labels: dict[str, str] = {}
+    raw_labels = raw.get("labels")
+    if raw_labels is not None and not isinstance(raw_labels, dict):
+        r.error(f"{path}.labels", f"must be a mapping, got {_kind(raw_labels)}")
+    for key, val in (raw_labels or {}).items() if isinstance(raw_labels, dict) else ():
+        lpath = f"{path}.labels.{key}"
+        if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
+            r.error(lpath, f"{key!r} is not a valid Prometheus label name")
+        elif key in RESERVED_LABELS:
+            r.error(lpath, f"{key!r} is reserved for domainwatch's own labels")
+        elif not isinstance(val, str | int | float) or isinstance(val, bool):
+            r.error(lpath, f"value must be a string, got {_kind(val)}")
+        else:
+            labels[key] = str(val)
+    return DomainConfig(
+        name=name, nameservers=tuple(sorted(set(nameservers))), contacts=tuple(contacts),
+        labels=labels,
+    )
+
+
+def parse_config(document: object) -> Config:
+    """Validate an already-parsed YAML document. Raises ConfigError with every problem."""
+    errors: list[str] = []
+    r = _Reader(errors)
+    raw = r.mapping(
+        document if document is not None else {}, "",
+        {"rdap", "dns", "email", "domains", "concurrency"},
+    )
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError(errors)
+    rdap = _read_rdap(r, raw.get("rdap"))
+    dns = _read_dns(r, raw.get("dns"))
+    email = _read_email(r, raw.get("email"))
+    concurrency = r.get(raw, "concurrency", "", Config.concurrency, _positive_int)
+    domains: list[DomainConfig] = []
+    seen: dict[str, int] = {}
+    raw_domains = raw.get("domains")
+    if raw_domains is not None and not isinstance(raw_domains, list):
+        r.error("domains", f"must be a list, got {_kind(raw_domains)}")
+        raw_domains = []
+    for i, item in enumerate(raw_domains or []):
+        dom = _read_domain(r, item, f"domains[{i}]")
+        if dom is None:
+            continue
+        if dom.name in seen:
+            r.error(f"domains[{i}].name", f"{dom.name!r} duplicates domains[{seen[dom.name]}]")
+            continue
+        seen[dom.name] = i
+        domains.append(dom)
+    if errors:
+        raise ConfigError(errors)
+    return Config(rdap=rdap, dns=dns, email=email, domains=tuple(domains), concurrency=concurrency)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file. Raises ConfigError (never anything else)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: {where}invalid YAML: {problem}"]) from exc
+    return parse_config(document)
