@@ -1,0 +1,99 @@
+"""Politeness towards one remote host: spacing, an in-flight cap, pauses and back-off.
+
+Registries rate-limit per client IP and some ban abusers for hours, so every request to a host
+goes through its `HostPacer`. A 429 pauses only that host; other hosts carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+# Back-off after repeated host-level failures (timeouts, refused connections, 5xx): the first two
+# failures are forgiven (a single slow answer is common), then 5 s, 10 s, ... up to 10 min.
+_FORGIVEN_FAILURES = 2
+_BACKOFF_BASE = 5.0
+_BACKOFF_MAX = 600.0
+# 429 without Retry-After: start at 60 s and double up to an hour (rdap-dns-email.md A8).
+_RATE_LIMIT_BASE = 60.0
+_RATE_LIMIT_MAX = 3600.0
+# A Retry-After beyond a day is almost certainly a server bug; do not go silent for longer.
+_RETRY_AFTER_MAX = 86400.0
+
+
+class HostPacer:
+    def __init__(
+        self,
+        requests_per_second: float,
+        max_in_flight: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spacing = 1.0 / requests_per_second
+        self.max_in_flight = max_in_flight
+        self._clock = clock
+        self._in_flight = 0
+        self._next_start = 0.0
+        self._paused_until = 0.0
+        self._failures = 0
+        self._rate_limits = 0
+        self._changed = asyncio.Event()
+
+    @property
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
+
+    def configure(self, requests_per_second: float, max_in_flight: int) -> None:
+        self.spacing = 1.0 / requests_per_second
+        self.max_in_flight = max_in_flight
+
+    async def acquire(self) -> None:
+        """Wait until a request may start: spacing elapsed, not paused, below the in-flight cap."""
+        while True:
+            now = self._clock()
+            wait: float | None = None
+            if self._in_flight < self.max_in_flight:
+                wait = max(self._next_start, self._paused_until) - now
+                if wait <= 0:
+                    self._in_flight += 1
+                    self._next_start = now + self.spacing
+                    return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def release(self) -> None:
+        self._in_flight -= 1
+        self._changed.set()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + min(seconds, _RETRY_AFTER_MAX))
+
+    def rate_limited(self, retry_after: float | None) -> float:
+        """Record a 429; returns how long the host is paused."""
+        self._rate_limits += 1
+        if retry_after is None:
+            retry_after = min(_RATE_LIMIT_BASE * 2 ** (self._rate_limits - 1), _RATE_LIMIT_MAX)
+        self.pause(retry_after)
+        return retry_after
+
+    def failed(self) -> None:
+        self._failures += 1
+        if self._failures > _FORGIVEN_FAILURES:
+            n = self._failures - _FORGIVEN_FAILURES - 1
+            self.pause(min(_BACKOFF_BASE * 2**n, _BACKOFF_MAX))
+
+    def succeeded(self) -> None:
+        self._failures = 0
+        self._rate_limits = 0

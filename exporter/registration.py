@@ -1,0 +1,294 @@
+"""RDAP domain objects (RFC 9083) turned into a `Registration`: a pure function, no I/O.
+
+Everything here is defensive: registries disagree on case, date formats, role spellings and how
+they redact. A field we cannot read becomes "unknown" (None / empty) instead of failing the whole
+domain; only a body that is not a domain object at all raises `InvalidResponse`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.names import normalise_host
+
+HOLD_STATUSES = frozenset({"client hold", "server hold"})
+DYING_STATUSES = frozenset({"pending delete", "redemption period", "pending restore"})
+
+# Roles whose mailbox the registrar writes to (verification, renewal, transfer mail).
+CONTACT_ROLES = ("registrant", "administrative", "technical", "billing")
+_ROLE_ALIASES = {"tech": "technical", "admin": "administrative"}
+
+# Well-known privacy/proxy relays: the mailbox is a forwarder, not the holder's own.
+_RELAY_DOMAINS = (
+    "whoisguard.com", "anonymised.email", "withheldforprivacy.com", "domainsbyproxy.com",
+    "contactprivacy.com", "privacyguardian.org", "whoisprivacyprotect.com", "identity-protect.org",
+    "domainprivacygroup.com", "privacy-link.com", "redacted-for-privacy.com", "proxy.dreamhost.com",
+)
+_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+class InvalidResponse(ValueError):
+    """The RDAP body is not a usable domain object."""
+
+
+@dataclass(frozen=True)
+class ContactEmail:
+    """One contact mailbox found in RDAP. `kind` says whether it can be checked at all."""
+
+    role: str
+    kind: str  # real | relay | web_form | redacted | absent
+    email: str | None = field(default=None, repr=False)  # only set for kind == "real"
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    expiry: datetime | None = None
+    registrar_expiry: datetime | None = None
+    statuses: tuple[str, ...] = ()
+    nameservers: tuple[str, ...] | None = None  # None: the response lists none (not "empty")
+    registrar: str | None = None
+    registrar_iana_id: str | None = None
+    contacts: tuple[ContactEmail, ...] = ()
+    registrar_link: str | None = None  # rel=related RDAP link (thin registries)
+    redacted: tuple[str, ...] = ()  # RFC 9537 names of redacted fields
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def on_hold(self) -> bool:
+        return bool(HOLD_STATUSES.intersection(self.statuses))
+
+    @property
+    def dying(self) -> bool:
+        return bool(DYING_STATUSES.intersection(self.statuses))
+
+
+def normalise_status(raw: str) -> str:
+    """'clientHold', 'CLIENT HOLD', 'clientHold https://icann.org/epp#clientHold' -> 'client hold'."""
+    text = raw.strip().split(" http", 1)[0].strip()
+    if " " not in text and "_" not in text:
+        text = _CAMEL.sub(" ", text)
+    return " ".join(text.replace("_", " ").lower().split())
+
+
+def parse_date(raw: object) -> tuple[datetime | None, str | None]:
+    """RDAP eventDate -> aware UTC datetime, plus a warning when the value needed guessing."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None, "empty date"
+    text = raw.strip()
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        # Years past 9999 (Nomulus' "end of time") or junk: unknown, never a crash.
+        return None, f"unreadable date {text!r}"
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC), f"date without time zone {text!r}, assumed UTC"
+    return value.astimezone(UTC), None
+
+
+def _vcard_props(entity: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any], Any]]:
+    card = entity.get("vcardArray")
+    if not (isinstance(card, list) and len(card) >= 2 and isinstance(card[1], list)):
+        return
+    for prop in card[1]:
+        if isinstance(prop, list) and len(prop) >= 4 and isinstance(prop[0], str):
+            params = prop[1] if isinstance(prop[1], dict) else {}
+            yield prop[0].lower(), params, prop[3]
+
+
+def _vcard_text(entity: Mapping[str, Any], *names: str) -> str | None:
+    for name, _params, value in _vcard_props(entity):
+        if name in names and isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _walk_entities(entities: object, depth: int = 0) -> Iterator[Mapping[str, Any]]:
+    if not isinstance(entities, list) or depth > 4:
+        return
+    for ent in entities:
+        if isinstance(ent, dict):
+            yield ent
+            yield from _walk_entities(ent.get("entities"), depth + 1)
+
+
+def _roles(entity: Mapping[str, Any]) -> set[str]:
+    roles = entity.get("roles")
+    if not isinstance(roles, list):
+        return set()
+    out = set()
+    for r in roles:
+        if isinstance(r, str):
+            role = r.strip().lower()
+            out.add(_ROLE_ALIASES.get(role, role))
+    return out
+
+
+def classify_email(value: object) -> tuple[str, str | None]:
+    """-> (kind, address-or-None). Only kind 'real' carries the address."""
+    if not isinstance(value, str):
+        return "absent", None
+    text = value.strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:]
+    if not text:
+        return "redacted", None
+    if not _EMAIL.match(text):
+        return "redacted", None  # "Please query the RDDS service of the Registrar of Record..."
+    domain = text.rsplit("@", 1)[1].lower()
+    if any(domain == d or domain.endswith("." + d) for d in _RELAY_DOMAINS):
+        return "relay", None
+    return "real", text
+
+
+def _contacts(entities: object) -> tuple[ContactEmail, ...]:
+    found: list[ContactEmail] = []
+    for ent in _walk_entities(entities):
+        roles = _roles(ent) & set(CONTACT_ROLES)
+        if not roles:
+            continue
+        emails = [v for n, _p, v in _vcard_props(ent) if n == "email"]
+        web_forms = [
+            v for n, _p, v in _vcard_props(ent)
+            if n == "contact-uri" and isinstance(v, str) and v.startswith(("http://", "https://"))
+        ]
+        for role in sorted(roles):
+            if emails:
+                for value in emails:
+                    kind, address = classify_email(value)
+                    found.append(ContactEmail(role=role, kind=kind, email=address))
+            elif web_forms:
+                found.append(ContactEmail(role=role, kind="web_form"))
+            else:
+                found.append(ContactEmail(role=role, kind="redacted"))
+    return tuple(found)
+
+
+def _registrar(entities: object) -> tuple[str | None, str | None]:
+    for ent in _walk_entities(entities):
+        if "registrar" not in _roles(ent):
+            continue
+        name = _vcard_text(ent, "fn", "org")
+        iana_id = None
+        for pid in ent.get("publicIds") or []:
+            if isinstance(pid, dict) and "iana" in str(pid.get("type", "")).lower():
+                iana_id = str(pid.get("identifier", "")).strip() or None
+        return name, iana_id
+    return None, None
+
+
+def _related_rdap_link(links: object) -> str | None:
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if not isinstance(link, dict) or link.get("rel") != "related":
+            continue
+        href = link.get("href")
+        ctype = str(link.get("type", "")).lower()
+        if isinstance(href, str) and href.startswith("http") and "rdap" in ctype and "/domain/" in href:
+            return href
+    return None
+
+
+def _nameservers(raw: object) -> tuple[str, ...] | None:
+    if not isinstance(raw, list):
+        return None
+    names = set()
+    for ns in raw:
+        if isinstance(ns, dict) and isinstance(ns.get("ldhName"), str):
+            host = normalise_host(ns["ldhName"])
+            if host:
+                names.add(host)
+    return tuple(sorted(names))
+
+
+def _events(raw: object, action: str) -> Iterable[object]:
+    if not isinstance(raw, list):
+        return []
+    return [
+        e.get("eventDate")
+        for e in raw
+        if isinstance(e, dict) and str(e.get("eventAction", "")).strip().lower() == action
+    ]
+
+
+def _latest(raw: object, action: str, warnings: list[str]) -> datetime | None:
+    best: datetime | None = None
+    for date_raw in _events(raw, action):
+        value, warning = parse_date(date_raw)
+        if warning:
+            warnings.append(f"{action}: {warning}")
+        if value is not None and (best is None or value > best):
+            best = value
+    return best
+
+
+def parse_domain(payload: object) -> Registration:
+    """Parse one RDAP domain response body. Raises InvalidResponse if it is not a domain object."""
+    if not isinstance(payload, dict):
+        raise InvalidResponse("body is not a JSON object")
+    if "errorCode" in payload and "ldhName" not in payload:
+        raise InvalidResponse(f"RDAP error object {payload.get('errorCode')}")
+    ocn = payload.get("objectClassName")
+    if ocn is not None and str(ocn).lower() != "domain":
+        raise InvalidResponse(f"objectClassName is {ocn!r}, not 'domain'")
+    name_raw = payload.get("ldhName") or payload.get("unicodeName")
+    name = normalise_host(name_raw) if isinstance(name_raw, str) else None
+    if name is None:
+        raise InvalidResponse("no usable ldhName")
+
+    warnings: list[str] = []
+    statuses_raw = payload.get("status")
+    statuses = (
+        tuple(sorted({normalise_status(s) for s in statuses_raw if isinstance(s, str) and s.strip()}))
+        if isinstance(statuses_raw, list)
+        else ()
+    )
+    events = payload.get("events")
+    registrar, iana_id = _registrar(payload.get("entities"))
+    redacted = tuple(
+        str((item.get("name") or {}).get("type") or (item.get("name") or {}).get("description"))
+        for item in payload.get("redacted") or []
+        if isinstance(item, dict) and isinstance(item.get("name"), dict)
+    )
+    return Registration(
+        name=name,
+        expiry=_latest(events, "expiration", warnings),
+        registrar_expiry=_latest(events, "registrar expiration", warnings),
+        statuses=statuses,
+        nameservers=_nameservers(payload.get("nameservers")),
+        registrar=registrar,
+        registrar_iana_id=iana_id,
+        contacts=_contacts(payload.get("entities")),
+        registrar_link=_related_rdap_link(payload.get("links")),
+        redacted=redacted,
+        warnings=tuple(warnings),
+    )
+
+
+def merge_registrar(registry: Registration, registrar: Registration) -> Registration:
+    """Combine a registry answer with the registrar's: the registry wins on every conflict.
+
+    The registrar contributes contacts the registry does not publish (thin registries) and its own
+    billing expiry, which is exported separately because it can differ from the registry's.
+    """
+    registry_real = {c.role for c in registry.contacts if c.kind == "real"}
+    from_registrar = [c for c in registrar.contacts if c.role not in registry_real]
+    covered = registry_real | {c.role for c in from_registrar}
+    kept = [c for c in registry.contacts if c.kind == "real" or c.role not in covered]
+    own_expiry = registrar.registrar_expiry or registrar.expiry
+    return replace(
+        registry,
+        registrar_expiry=registry.registrar_expiry or own_expiry,
+        registrar=registry.registrar or registrar.registrar,
+        registrar_iana_id=registry.registrar_iana_id or registrar.registrar_iana_id,
+        nameservers=registry.nameservers if registry.nameservers is not None else registrar.nameservers,
+        contacts=tuple(kept + from_registrar),
+        redacted=tuple(sorted(set(registry.redacted) | set(registrar.redacted))),
+        warnings=registry.warnings + tuple(f"registrar: {w}" for w in registrar.warnings),
+    )
