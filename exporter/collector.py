@@ -155,7 +155,8 @@ def _add_domain(f: Mapping[str, Metric], s: DomainStatus, now: float) -> None:
                 for st in reg.statuses:
                     add("status", 1.0, status=st)
             add(
-                "info", 1.0,
+                "info",
+                1.0,
                 registrar=reg.registrar or "",
                 registrar_iana_id=reg.registrar_iana_id or "",
                 rdap_server=s.rdap.server or "",

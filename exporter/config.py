@@ -22,8 +22,21 @@ DEFAULT_BOOTSTRAP = "https://data.iana.org/rdap/dns.json"
 # Labels our own metrics use; a per-domain `labels:` entry may not shadow them.
 RESERVED_LABELS = frozenset(
     {
-        "domain", "check", "status", "source", "nameserver", "role", "reason", "registrar",
-        "registrar_iana_id", "rdap_server", "server", "outcome", "version", "job", "instance",
+        "domain",
+        "check",
+        "status",
+        "source",
+        "nameserver",
+        "role",
+        "reason",
+        "registrar",
+        "registrar_iana_id",
+        "rdap_server",
+        "server",
+        "outcome",
+        "version",
+        "job",
+        "instance",
     }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -245,7 +258,9 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
         return host, -1
 
 
-def _string_list(r: _Reader, value: object, path: str, item: Callable[[Any], str]) -> tuple[str, ...]:
+def _string_list(
+    r: _Reader, value: object, path: str, item: Callable[[Any], str]
+) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -387,7 +402,9 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
         else:
             labels[key] = str(val)
     return DomainConfig(
-        name=name, nameservers=tuple(sorted(set(nameservers))), contacts=tuple(contacts),
+        name=name,
+        nameservers=tuple(sorted(set(nameservers))),
+        contacts=tuple(contacts),
         labels=labels,
     )
 
@@ -397,7 +414,8 @@ def parse_config(document: object) -> Config:
     errors: list[str] = []
     r = _Reader(errors)
     raw = r.mapping(
-        document if document is not None else {}, "",
+        document if document is not None else {},
+        "",
         {"rdap", "dns", "email", "domains", "concurrency"},
     )
     if document is not None and not isinstance(document, dict):

@@ -7,6 +7,7 @@ goes through its `HostPacer`. A 429 pauses only that host; other hosts carry on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -60,10 +61,8 @@ class HostPacer:
                     self._next_start = now + self.spacing
                     return
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
-            except TimeoutError:
-                pass
 
     def release(self) -> None:
         self._in_flight -= 1

@@ -24,9 +24,18 @@ _ROLE_ALIASES = {"tech": "technical", "admin": "administrative"}
 
 # Well-known privacy/proxy relays: the mailbox is a forwarder, not the holder's own.
 _RELAY_DOMAINS = (
-    "whoisguard.com", "anonymised.email", "withheldforprivacy.com", "domainsbyproxy.com",
-    "contactprivacy.com", "privacyguardian.org", "whoisprivacyprotect.com", "identity-protect.org",
-    "domainprivacygroup.com", "privacy-link.com", "redacted-for-privacy.com", "proxy.dreamhost.com",
+    "whoisguard.com",
+    "anonymised.email",
+    "withheldforprivacy.com",
+    "domainsbyproxy.com",
+    "contactprivacy.com",
+    "privacyguardian.org",
+    "whoisprivacyprotect.com",
+    "identity-protect.org",
+    "domainprivacygroup.com",
+    "privacy-link.com",
+    "redacted-for-privacy.com",
+    "proxy.dreamhost.com",
 )
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
@@ -69,7 +78,8 @@ class Registration:
 
 
 def normalise_status(raw: str) -> str:
-    """'clientHold', 'CLIENT HOLD', 'clientHold https://icann.org/epp#clientHold' -> 'client hold'."""
+    """'clientHold', 'CLIENT HOLD', 'clientHold https://icann.org/epp#clientHold' all become
+    'client hold' (RFC 8056 spelling)."""
     text = raw.strip().split(" http", 1)[0].strip()
     if " " not in text and "_" not in text:
         text = _CAMEL.sub(" ", text)
@@ -154,7 +164,8 @@ def _contacts(entities: object) -> tuple[ContactEmail, ...]:
             continue
         emails = [v for n, _p, v in _vcard_props(ent) if n == "email"]
         web_forms = [
-            v for n, _p, v in _vcard_props(ent)
+            v
+            for n, _p, v in _vcard_props(ent)
             if n == "contact-uri" and isinstance(v, str) and v.startswith(("http://", "https://"))
         ]
         for role in sorted(roles):
@@ -190,7 +201,12 @@ def _related_rdap_link(links: object) -> str | None:
             continue
         href = link.get("href")
         ctype = str(link.get("type", "")).lower()
-        if isinstance(href, str) and href.startswith("http") and "rdap" in ctype and "/domain/" in href:
+        if (
+            isinstance(href, str)
+            and href.startswith("http")
+            and "rdap" in ctype
+            and "/domain/" in href
+        ):
             return href
     return None
 
@@ -245,7 +261,9 @@ def parse_domain(payload: object) -> Registration:
     warnings: list[str] = []
     statuses_raw = payload.get("status")
     statuses = (
-        tuple(sorted({normalise_status(s) for s in statuses_raw if isinstance(s, str) and s.strip()}))
+        tuple(
+            sorted({normalise_status(s) for s in statuses_raw if isinstance(s, str) and s.strip()})
+        )
         if isinstance(statuses_raw, list)
         else ()
     )
@@ -287,7 +305,9 @@ def merge_registrar(registry: Registration, registrar: Registration) -> Registra
         registrar_expiry=registry.registrar_expiry or own_expiry,
         registrar=registry.registrar or registrar.registrar,
         registrar_iana_id=registry.registrar_iana_id or registrar.registrar_iana_id,
-        nameservers=registry.nameservers if registry.nameservers is not None else registrar.nameservers,
+        nameservers=registry.nameservers
+        if registry.nameservers is not None
+        else registrar.nameservers,
         contacts=tuple(kept + from_registrar),
         redacted=tuple(sorted(set(registry.redacted) | set(registrar.redacted))),
         warnings=registry.warnings + tuple(f"registrar: {w}" for w in registrar.warnings),

@@ -63,7 +63,6 @@ class ContactVerdict:
     deliverable: bool | None
     reason: str
     self_hosted: bool
-    address_id: str  # salted hash: lets a change be seen without revealing the address
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,202 @@
+"""What `domainwatch check` prints: a verdict per domain, as a table or JSON.
+
+The same rules that drive the alerts decide "needs attention" here, so an operator can reproduce
+a page from a shell. Contact addresses are never printed: roles, mail domains and reasons are.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from exporter.names import to_unicode
+from exporter.store import DomainStatus
+
+EXPIRY_WARNING_DAYS = 30.0
+SOURCES = ("expected", "registry", "parent", "child")
+
+
+def problems(s: DomainStatus, now: float) -> list[str]:
+    out: list[str] = []
+    if s.rdap is not None:
+        if not s.rdap.registered:
+            out.append("not registered (registry answered 404)")
+        reg = s.rdap.registration
+        if reg is not None:
+            if reg.expiry is not None:
+                days = (reg.expiry.timestamp() - now) / 86400
+                if days <= 0:
+                    out.append(f"expired {-days:.1f} days ago")
+                elif days < EXPIRY_WARNING_DAYS:
+                    out.append(f"expires in {days:.1f} days")
+            for st in reg.statuses:
+                if st in ("client hold", "server hold"):
+                    out.append(f"on hold ({st})")
+                elif st in ("pending delete", "redemption period", "pending restore"):
+                    out.append(f"dying ({st})")
+    if s.dns is not None:
+        if s.dns.delegated is False:
+            out.append(f"not delegated: parent zone {s.dns.parent_zone} answers NXDOMAIN")
+        if s.dns.mismatch:
+            out.append("nameserver mismatch")
+        for ns, reason in sorted(s.dns.lame.items()):
+            if reason is not None:
+                out.append(f"lame nameserver {ns} ({reason})")
+    if s.email is not None:
+        for v in s.email.verdicts:
+            if v.deliverable is False:
+                out.append(
+                    f"{v.role} e-mail ({v.source}) undeliverable: @{v.mail_domain} {v.reason}"
+                )
+            if v.self_hosted:
+                out.append(f"{v.role} e-mail is hosted on the domain itself (@{v.mail_domain})")
+    return out
+
+
+def failed_checks(s: DomainStatus) -> list[str]:
+    return [
+        f"{k} check failed: {c.error}" for k, c in sorted(s.checks.items()) if c.success is False
+    ]
+
+
+def verdict(s: DomainStatus, now: float) -> str:
+    if problems(s, now):
+        return "attention"
+    if failed_checks(s) or s.check("rdap").success is None:
+        return "unknown"
+    return "ok"
+
+
+def exit_code(statuses: list[DomainStatus], now: float) -> int:
+    verdicts = {verdict(s, now) for s in statuses}
+    if "attention" in verdicts:
+        return 1
+    if "unknown" in verdicts:
+        return 2
+    return 0
+
+
+def as_json(s: DomainStatus, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    reg = s.rdap.registration if s.rdap else None
+    rdap_state = s.check("rdap")
+    out: dict[str, Any] = {
+        "domain": s.name,
+        "unicode": to_unicode(s.name),
+        "status": verdict(s, now),
+        "problems": problems(s, now) + failed_checks(s),
+        "rdap": {
+            "success": rdap_state.success,
+            "error": rdap_state.error,
+            "registered": s.rdap.registered if s.rdap else None,
+            "expiry": reg.expiry.isoformat() if reg and reg.expiry else None,
+            "expiry_days": round((reg.expiry.timestamp() - now) / 86400, 2)
+            if reg and reg.expiry
+            else None,
+            "registrar_expiry": reg.registrar_expiry.isoformat()
+            if reg and reg.registrar_expiry
+            else None,
+            "statuses": list(reg.statuses) if reg else [],
+            "registrar": reg.registrar if reg else None,
+            "registrar_iana_id": reg.registrar_iana_id if reg else None,
+            "nameservers": list(reg.nameservers or ()) if reg else [],
+            "rdap_server": s.rdap.server if s.rdap else None,
+            "contacts": [{"role": c.role, "kind": c.kind} for c in reg.contacts] if reg else [],
+        },
+    }
+    dns_state = s.check("dns")
+    out["dns"] = {
+        "success": dns_state.success,
+        "error": dns_state.error,
+        "parent_zone": s.dns.parent_zone if s.dns else None,
+        "delegated": s.dns.delegated if s.dns else None,
+        "mismatch": s.dns.mismatch if s.dns else None,
+        "nameservers": _ns_sets(s),
+        "lame": {ns: r for ns, r in sorted(s.dns.lame.items()) if r} if s.dns else {},
+    }
+    email_state = s.check("email")
+    out["email"] = {
+        "success": email_state.success,
+        "error": email_state.error,
+        "contacts": [
+            {
+                "role": v.role,
+                "source": v.source,
+                "mail_domain": v.mail_domain,
+                "deliverable": v.deliverable,
+                "reason": v.reason,
+                "self_hosted": v.self_hosted,
+            }
+            for v in (s.email.verdicts if s.email else ())
+        ],
+    }
+    return out
+
+
+def _ns_sets(s: DomainStatus) -> dict[str, list[str] | None]:
+    reg = s.rdap.registration if s.rdap else None
+    return {
+        "expected": list(s.expected_nameservers) or None,
+        "registry": list(reg.nameservers) if reg and reg.nameservers is not None else None,
+        "parent": list(s.dns.parent) if s.dns and s.dns.parent is not None else None,
+        "child": list(s.dns.child) if s.dns and s.dns.child is not None else None,
+    }
+
+
+def as_table(statuses: list[DomainStatus], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    blocks = []
+    for s in statuses:
+        j = as_json(s, now)
+        r = j["rdap"]
+        expiry = "unknown"
+        if r["expiry"]:
+            expiry = f"{r['expiry'][:10]} ({r['expiry_days']:.1f} days)"
+        elif r["registered"] is False:
+            expiry = "not registered"
+        lines = [
+            f"{s.name}"
+            + (f" ({j['unicode']})" if j["unicode"] != s.name else "")
+            + f"  [{j['status'].upper()}]",
+            f"  expiry      {expiry}",
+            f"  statuses    {', '.join(r['statuses']) or '-'}",
+            f"  registrar   {r['registrar'] or '-'}"
+            + (f" (IANA {r['registrar_iana_id']})" if r["registrar_iana_id"] else ""),
+            f"  rdap server {r['rdap_server'] or '-'}",
+        ]
+        sets = j["dns"]["nameservers"]
+        names = sorted({ns for v in sets.values() if v for ns in v})
+        if names:
+            col = max(max(len(n) for n in names), 10)
+            lines.append(f"  {'nameservers':<{col + 2}}  " + "  ".join(f"{x:<8}" for x in SOURCES))
+            for ns in names:
+                marks = "  ".join(f"{_mark(ns, sets[src]):<8}" for src in SOURCES)
+                lame = j["dns"]["lame"].get(ns)
+                lines.append(f"    {ns:<{col}}  {marks}" + (f"  LAME: {lame}" if lame else ""))
+        flags = []
+        if s.dns and s.dns.mismatch is not None:
+            flags.append(f"mismatch={int(s.dns.mismatch)}")
+        if s.rdap and s.rdap.registration and s.rdap.registration.statuses:
+            flags.append(f"hold={int(s.rdap.registration.on_hold)}")
+        for v in j["email"]["contacts"]:
+            d = "unknown" if v["deliverable"] is None else int(v["deliverable"])
+            flags.append(f"{v['role']}_email={d}")
+        lines.append(f"  flags       {' '.join(flags) or '-'}")
+        for v in j["email"]["contacts"]:
+            verdict_text = {True: "deliverable", False: "UNDELIVERABLE", None: "unknown"}[
+                v["deliverable"]
+            ]
+            lines.append(
+                f"  contact     {v['role']} ({v['source']}) @{v['mail_domain']}: "
+                f"{verdict_text} ({v['reason']})"
+            )
+        for p in j["problems"]:
+            lines.append(f"  problem     {p}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _mark(ns: str, members: list[str] | None) -> str:
+    if members is None:
+        return "?"  # that source was not measured
+    return "yes" if ns in members else "no"
