@@ -38,6 +38,10 @@ Domains (the names are a contract; other test modules rely on them)::
     held-mail.test  MX 10 mail.held-mail.test, A 127.53.1.27 (its RDAP record is "on hold").
     slow-mail.test  delegated to ns1.slow-mail.test with glue 127.53.9.3 (dead): the resolver
                     times out / SERVFAILs.
+    big.test        parent NS ns1+ns2.provider.test; the child's apex NS set adds 30 long names
+                    (`BIG_EXTRA_NS`), so the UDP answer is truncated (TC=1) and needs TCP.
+    orphan.test     NS ns1.provider.test + ns9.gone.test; gone.test does not exist, so that
+                    server has no address (a hijackable NS name).
     nxdomain.test   does NOT exist.
     provider.test   ns1/ns2/ns3.provider.test -> 127.53.1.1/.2/.3,
                     ns-dead1/ns-dead2.provider.test -> 127.53.9.1/.2.
@@ -58,6 +62,8 @@ new zone, list it under a server in `SERVERS` and add its delegation to the pare
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -105,7 +111,7 @@ SERVERS: tuple[Server, ...] = (
         (
             "provider.test", "good.test", "lame.test", "childdiff.test", "shop.co.test",
             "good.zz", "mx-ok.test", "null-mx.test", "a-only.test", "mx-broken.test",
-            "held-mail.test",
+            "held-mail.test", "big.test", "orphan.test",
         ),
     ),
     Server("other", ("127.53.1.3",), ("childdiff.test",)),
@@ -118,6 +124,12 @@ _PROVIDER_NS = """
 @ NS ns1.provider.test.
 @ NS ns2.provider.test.
 """
+
+# Enough long NS names to push big.test's apex NS answer past 1232 bytes.
+BIG_EXTRA_NS = tuple(
+    # A distinct long label in each name defeats name compression.
+    f"ns.big-hosting-nameserver-{i:02d}-with-a-deliberately-long-label.zz" for i in range(1, 31)
+)
 
 ZONES: dict[str, str] = {
     ".": """
@@ -162,6 +174,10 @@ held-mail NS ns1.provider
 held-mail NS ns2.provider
 slow-mail NS ns1.slow-mail
 ns1.slow-mail A 127.53.9.3
+big NS ns1.provider
+big NS ns2.provider
+orphan NS ns1.provider
+orphan NS ns9.gone
 """,
     "co.test": """
 @ NS ns.co.test.
@@ -240,6 +256,11 @@ mail A 127.53.1.25
 @ MX 10 mail.held-mail.test.
 mail A 127.53.1.27
 """,
+    "big.test": _PROVIDER_NS + "".join(f"@ NS {name}.\n" for name in BIG_EXTRA_NS),
+    "orphan.test": """
+@ NS ns1.provider.test.
+@ NS ns9.gone.test.
+""",
 }
 
 # Names every consumer may rely on, grouped by purpose.
@@ -249,6 +270,11 @@ PROVIDER_NS = ("ns1.provider.test", "ns2.provider.test")
 PARKING_NS = ("ns1.parking.zz", "ns2.parking.zz")
 
 _START_DEADLINE = 15.0
+# The addresses are fixed, so two test processes on one machine (two developers' runs, or a
+# helper's run next to yours) cannot both hold a world: the second waits for this lock.
+LOCK_FILE = Path(tempfile.gettempdir()) / "domainwatch-dnsworld-127.53.lock"
+_LOCK_WAIT = 300.0
+_PR_SET_PDEATHSIG = 1
 
 
 def _zone_text(origin: str, body: str) -> str:
@@ -333,6 +359,12 @@ remote-control:
 """
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if pytest dies, so no server outlives its run
+    and keeps the fixed addresses bound."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class _Proc:
     name: str
@@ -353,6 +385,7 @@ class DnsWorld:
     root_server: str = ROOT_SERVER
     resolver: str = RESOLVER
     _procs: list[_Proc] = field(default_factory=list, init=False, repr=False)
+    _lock: int | None = field(default=None, init=False, repr=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -363,6 +396,7 @@ class DnsWorld:
                 raise RuntimeError(f"{binary} not found on PATH (apt-get install knot unbound)")
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
         zonedir = self.workdir / "zones"
         zonedir.mkdir(exist_ok=True)
         for origin, body in self.zones.items():
@@ -401,6 +435,28 @@ class DnsWorld:
                     os.kill(proc.popen.pid, signal.SIGKILL)
                 proc.popen.wait(timeout=5)
         self._procs.clear()
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+
+    def _acquire_lock(self) -> None:
+        if self._lock is not None:
+            return
+        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + _LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RuntimeError(
+                        f"another DNS world (another test process) held {LOCK_FILE} for "
+                        f"{_LOCK_WAIT:.0f}s"
+                    ) from None
+                time.sleep(0.2)
 
     def __enter__(self) -> DnsWorld:
         return self.start()
@@ -415,7 +471,9 @@ class DnsWorld:
 
     def _spawn(self, name: str, argv: list[str], log: Path) -> None:
         with log.open("wb") as out:
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+            popen = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
         self._procs.append(_Proc(name, popen, log))
 
     def _check_alive(self) -> None:
