@@ -96,7 +96,7 @@ class _RecordingSMTP(SMTP):
             return line
 
         # Instance attributes shadow the methods: aiosmtpd reads every line through these two.
-        reader.readuntil = recording_readuntil  # type: ignore[method-assign]
+        reader.readuntil = recording_readuntil  # type: ignore[method-assign,assignment]
         reader.readline = recording_readline  # type: ignore[method-assign]
 
 
