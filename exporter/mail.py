@@ -140,8 +140,9 @@ async def check_mail_domain(
     """Decide from DNS whether `mail_domain` can receive mail. Never raises for network trouble.
 
     `on_query(outcome)` is called once per DNS lookup (see QUERY_OUTCOMES), for the caller's
-    query counter. Raises ValueError only when `dns.resolvers` holds something that is not an
-    IP address (a configuration error, not a network failure).
+    query counter. Raises only for configuration errors, never for network trouble: ValueError
+    when `dns.resolvers` holds something that is not an IP address, and dnspython's
+    NoResolverConfiguration when `dns.resolvers` is empty and the system has no resolver.
     """
     try:
         alabel = to_alabel(mail_domain)
