@@ -28,7 +28,7 @@ PROVISIONING_DIR = ROOT / "grafana" / "provisioning"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 
 # Where the dashboard provider in grafana/provisioning/dashboards/domainwatch.yml looks; the
-# README and docs/deploy.md tell users to copy the JSON files there.
+# README.md and grafana/README.md tell users to copy the JSON files there.
 PROVISIONED_DASHBOARD_PATH = "/var/lib/grafana/dashboards/domainwatch"
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
@@ -420,7 +420,7 @@ def test_dashboard_provisioning_points_at_the_documented_path() -> None:
     (provider,) = config["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"] == PROVISIONED_DASHBOARD_PATH
-    for doc in (ROOT / "grafana" / "README.md", ROOT / "docs" / "deploy.md"):
+    for doc in (ROOT / "grafana" / "README.md", ROOT / "README.md"):
         assert PROVISIONED_DASHBOARD_PATH in doc.read_text(), doc
 
 
@@ -553,7 +553,7 @@ def _yaml_blocks(markdown: str) -> list[str]:
 
 
 def test_deploy_doc_prometheus_snippet_passes_promtool(tmp_path: Path) -> None:
-    text = (ROOT / "docs" / "deploy.md").read_text()
+    text = (ROOT / "README.md").read_text()
     for needed in (
         "alerting/rules.yml",
         "alerting/alertmanager.example.yml",
