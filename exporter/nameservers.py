@@ -85,6 +85,18 @@ class Delegation:
     def lame_servers(self) -> tuple[str, ...]:
         return tuple(sorted(ns for ns, reason in self.lame.items() if reason is not None))
 
+    def mismatch(
+        self, expected: Iterable[str] | None, registry: Iterable[str] | None
+    ) -> bool | None:
+        """`nameserver_mismatch` for this measurement; None whenever the check failed.
+
+        A failed check (`error` set, e.g. "unreachable" with the parent set still known) yields
+        no verdict: the failure is reported as such, never as a mismatch or an all-clear.
+        """
+        if self.error is not None:
+            return None
+        return nameserver_mismatch(self.parent, expected, registry, self.child)
+
 
 def nameserver_mismatch(
     parent: Iterable[str] | None,
@@ -253,10 +265,15 @@ class _Probe:
         reason: LameReason | None = None
         answered: set[str] = set()
         healthy = False
-        for reply in replies:
+        for address, reply in zip(addresses, replies, strict=True):
             verdict = _child_verdict(reply, self.domain)
             if isinstance(verdict, str):
                 reason = reason or verdict
+                if reply.response is not None:  # silence was already logged by _send
+                    log.debug(
+                        "dns check for %s: server %s at %s is lame: %s",
+                        self.domain_text, ns, address[0], verdict,
+                    )
             else:
                 healthy = True
                 answered |= verdict
