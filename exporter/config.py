@@ -7,6 +7,7 @@ run shows the user everything to fix.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -238,8 +239,13 @@ def _url_or_file(value: object) -> str:
 def _server_address(value: object) -> str:
     text = _string(value).strip()
     host, port = split_host_port(text, 53)
-    if not host or not 0 < port < 65536:
-        raise ValueError(f"{text!r} is not a 'host' or 'host:port' address")
+    try:
+        # An IP, not a name: resolving the resolver would need a resolver.
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an 'ip' or 'ip:port' address") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r} has an invalid port")
     return text
 
 

@@ -94,6 +94,7 @@ class Scheduler:
         self._mail_verdicts: dict[str, tuple[float, mail.MailVerdict]] = {}
         self._mail_registrations: dict[str, _MailRegistration] = {}
         self._smtp_results: dict[str, tuple[float, bool | None]] = {}
+        self._smtp_pacer = mail.SmtpPacer()  # one per process: paces probes per MX host
         self._rdap_refresh_requested: dict[str, float] = {}
         self.ready = False
         self._sync_domains(config)
@@ -463,7 +464,10 @@ class Scheduler:
         if cached and cached[0] > now:
             return cached[1]
         async with self._limiter:
-            probe = await mail.probe_mailbox(address, mx_hosts, self.config.dns, self.config.email)
+            probe = await mail.probe_mailbox(
+                address, mx_hosts, self.config.dns, self.config.email,
+                pacer=self._smtp_pacer, on_query=self.metrics.record_dns,
+            )
         outcome = {True: "accepted", False: "rejected", None: "unknown"}[probe.accepted]
         self.metrics.record_smtp(outcome)
         if probe.accepted is not None:
