@@ -55,6 +55,11 @@ Use from a test module::
         settings = dns_world.settings(mode="root", timeout=0.5)
         answer = dns_world.resolve("mx-ok.test", "MX")
 
+The addresses are fixed, so a world holds an flock on `LOCK_FILE` while it runs: a second test
+process on the same machine waits for the first to finish instead of failing to bind. Every
+module that imports `dns_world` shares one world per pytest process (reference-counted), and the
+servers get SIGTERM if pytest itself dies (PR_SET_PDEATHSIG).
+
 To extend the world, add records to `ZONES` (relative names, one record per line) and, for a
 new zone, list it under a server in `SERVERS` and add its delegation to the parent zone.
 """
