@@ -25,7 +25,7 @@ from exporter.rdap import RdapClient
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import ExporterMetrics
 from exporter.store import StatusStore
-from exporter.web import WebConfigError, load_web_config, make_app, serve
+from exporter.web import WebConfig, WebConfigError, load_web_config, make_app, serve
 
 log = logging.getLogger("domainwatch")
 
@@ -117,12 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _serve(args: argparse.Namespace, config: Config, web_config: object) -> None:
+async def _serve(
+    args: argparse.Namespace, config: Config, web_config: WebConfig | None
+) -> None:
     loop = asyncio.get_running_loop()
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)
     store = StatusStore()
-    registry.register(DomainCollector(store))
+    # Not registered: /metrics appends its cached text rendering to the registry's output.
+    domains = DomainCollector(store)
     limiter = asyncio.Semaphore(config.concurrency)
     rdap = RdapClient(config.rdap, limiter=limiter, record=metrics.record_rdap)
     scheduler = Scheduler(config, store, rdap, metrics, limiter, state_file=args.state_file)
@@ -150,17 +153,14 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: object) -
         future = asyncio.run_coroutine_threadsafe(reload(), loop)
         return future.result(timeout=60)
 
-    from exporter.web import WebConfig
-
     app = make_app(
         registry,
         ready=lambda: scheduler.ready,
         reload=reload_from_http,
-        users=web_config.basic_auth_users if isinstance(web_config, WebConfig) else None,
+        users=web_config.basic_auth_users if web_config else None,
+        domain_exposition=domains.exposition,
     )
-    server, _thread = serve(
-        args.listen, app, web_config if isinstance(web_config, WebConfig) else None
-    )
+    server, _thread = serve(args.listen, app, web_config)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
     loop.add_signal_handler(signal.SIGTERM, scheduler.stop)
     loop.add_signal_handler(signal.SIGINT, scheduler.stop)

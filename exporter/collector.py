@@ -7,18 +7,60 @@ in the store. A value never measured is left out, never exported as a made-up 0 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter.store import CHECKS, DomainStatus, StatusStore
 
 _CACHED = " Last known value from a background check, not measured at scrape time."
 
 
-def _family(name: str, doc: str) -> Metric:
-    return Metric(name, doc, "gauge")
+# (key, metric name, HELP). The order here is the order on /metrics.
+FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("expiry_days", "domain_expiry_days",
+     "Days until the registry's expiration date (negative once past)." + _CACHED),
+    ("expiry_ts", "domain_expiry_timestamp_seconds",
+     "Registry expiration date as Unix time." + _CACHED),
+    ("registrar_expiry_ts", "domain_registrar_expiry_timestamp_seconds",
+     "The registrar's own expiration date (registrar RDAP) as Unix time." + _CACHED),
+    ("registered", "domain_registered",
+     "1 if the registry knows the domain, 0 if its RDAP answered 404." + _CACHED),
+    ("hold", "domain_hold",
+     "1 if 'client hold' or 'server hold' is among the RDAP statuses." + _CACHED),
+    ("status", "domain_status", "1 for every RDAP status present (RFC 8056 names)." + _CACHED),
+    ("info", "domain_info",
+     "String facts of the registration: registrar and RDAP server." + _CACHED),
+    ("success", "domain_check_success", "1 if the last attempt of the check succeeded."),
+    ("last_success", "domain_check_last_success_timestamp_seconds",
+     "Unix time of the last successful attempt of the check."),
+    ("last_attempt", "domain_check_last_attempt_timestamp_seconds",
+     "Unix time of the last attempt of the check."),
+    ("error", "domain_check_error_info",
+     "1 while the last attempt of the check failed, with the reason."),
+    ("mismatch", "domain_nameserver_mismatch",
+     "1 if the parent zone's delegation differs from the expected, registry or child NS set; "
+     "absent when the delegation could not be measured." + _CACHED),
+    ("ns_info", "domain_nameserver_info",
+     "1 per nameserver reported by a source (expected, registry, parent, child)." + _CACHED),
+    ("lame", "domain_nameserver_lame",
+     "1 if a delegated nameserver does not answer authoritatively for the domain." + _CACHED),
+    ("delegated", "domain_delegated",
+     "1 if the parent zone delegates the domain, 0 if it answers NXDOMAIN." + _CACHED),
+    ("deliverable", "domain_contact_email_deliverable",
+     "1 if the contact's mail domain can receive mail, 0 if it cannot; absent when unknown."
+     + _CACHED),
+    ("self_hosted", "domain_contact_email_self_hosted",
+     "1 if the contact's mail domain is the monitored domain itself." + _CACHED),
+)
+_NAMES = {key: name for key, name, _doc in FAMILIES}
+# Only this family depends on the scrape time; everything else is a pure function of the
+# (immutable) DomainStatus and can be rendered once per result.
+_TIME_DEPENDENT = "expiry_days"
+
+Sample = tuple[str, dict[str, str], float]
 
 
 class DomainCollector(Collector):
@@ -28,11 +70,16 @@ class DomainCollector(Collector):
     domain_hold{domain="example.com"} 1
     domain_status{domain="example.com",status="client hold"} 1
     domain_check_success{check="rdap",domain="example.com"} 1
+
+    `collect()` serves prometheus_client registries; `exposition()` renders the same text
+    directly with a per-domain cache, because at 10,000 domains (330,000 samples) building
+    Sample objects on every scrape costs seconds of CPU under the GIL, stalling the checks.
     """
 
     def __init__(self, store: StatusStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
+        self._cache: dict[str, tuple[DomainStatus, dict[str, bytes]]] = {}
 
     def describe(self) -> list[Metric]:
         # Returning nothing makes registration cheap: prometheus_client would otherwise call
@@ -41,90 +88,72 @@ class DomainCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
-        f = {
-            "expiry_days": _family(
-                "domain_expiry_days",
-                "Days until the registry's expiration date (negative once past)." + _CACHED,
-            ),
-            "expiry_ts": _family(
-                "domain_expiry_timestamp_seconds",
-                "Registry expiration date as Unix time." + _CACHED,
-            ),
-            "registrar_expiry_ts": _family(
-                "domain_registrar_expiry_timestamp_seconds",
-                "The registrar's own expiration date (registrar RDAP) as Unix time." + _CACHED,
-            ),
-            "registered": _family(
-                "domain_registered",
-                "1 if the registry knows the domain, 0 if its RDAP answered 404." + _CACHED,
-            ),
-            "hold": _family(
-                "domain_hold",
-                "1 if 'client hold' or 'server hold' is among the RDAP statuses." + _CACHED,
-            ),
-            "status": _family(
-                "domain_status",
-                "1 for every RDAP status present (RFC 8056 names)." + _CACHED,
-            ),
-            "info": _family(
-                "domain_info",
-                "String facts of the registration: registrar and RDAP server." + _CACHED,
-            ),
-            "success": _family(
-                "domain_check_success", "1 if the last attempt of the check succeeded."
-            ),
-            "last_success": _family(
-                "domain_check_last_success_timestamp_seconds",
-                "Unix time of the last successful attempt of the check.",
-            ),
-            "last_attempt": _family(
-                "domain_check_last_attempt_timestamp_seconds",
-                "Unix time of the last attempt of the check.",
-            ),
-            "error": _family(
-                "domain_check_error_info",
-                "1 while the last attempt of the check failed, with the reason.",
-            ),
-            "mismatch": _family(
-                "domain_nameserver_mismatch",
-                "1 if the parent zone's delegation differs from the expected, registry or child "
-                "NS set; absent when the delegation could not be measured." + _CACHED,
-            ),
-            "ns_info": _family(
-                "domain_nameserver_info",
-                "1 per nameserver reported by a source (expected, registry, parent, child)."
-                + _CACHED,
-            ),
-            "lame": _family(
-                "domain_nameserver_lame",
-                "1 if a delegated nameserver does not answer authoritatively for the domain."
-                + _CACHED,
-            ),
-            "delegated": _family(
-                "domain_delegated",
-                "1 if the parent zone delegates the domain, 0 if it answers NXDOMAIN." + _CACHED,
-            ),
-            "deliverable": _family(
-                "domain_contact_email_deliverable",
-                "1 if the contact's mail domain can receive mail, 0 if it cannot; absent when "
-                "unknown." + _CACHED,
-            ),
-            "self_hosted": _family(
-                "domain_contact_email_self_hosted",
-                "1 if the contact's mail domain is the monitored domain itself." + _CACHED,
-            ),
-        }
+        families = {key: Metric(name, doc, "gauge") for key, name, doc in FAMILIES}
         for status in self._store.snapshot():
-            _add_domain(f, status, now)
-        yield from f.values()
+            for key, labels, value in _domain_samples(status, now):
+                metric = families[key]
+                metric.add_sample(metric.name, labels, value)
+        yield from families.values()
+
+    def exposition(self) -> bytes:
+        """The text format (0.0.4) of exactly what collect() yields, byte for byte."""
+        now = self._clock()
+        snapshot = self._store.snapshot()
+        cache: dict[str, tuple[DomainStatus, dict[str, bytes]]] = {}
+        fragments: list[dict[str, bytes]] = []
+        for status in snapshot:
+            hit = self._cache.get(status.name)
+            if hit is None or hit[0] is not status:
+                lines: dict[str, list[str]] = {}
+                for key, labels, value in _domain_samples(status, now):
+                    if key != _TIME_DEPENDENT:
+                        lines.setdefault(key, []).append(_line(_NAMES[key], labels, value))
+                hit = (status, {k: "".join(v).encode() for k, v in lines.items()})
+            cache[status.name] = hit
+            fragments.append(hit[1])
+        self._cache = cache  # drops domains removed by a reload
+        out: list[bytes] = []
+        for key, name, doc in FAMILIES:
+            out.append(_header(name, doc))
+            if key == _TIME_DEPENDENT:
+                out.append("".join(
+                    _line(name, labels, value)
+                    for status in snapshot
+                    for k, labels, value in _expiry_days(status, now)
+                ).encode())
+            else:
+                out.extend(f[key] for f in fragments if key in f)
+        return b"".join(out)
 
 
-def _add_domain(f: Mapping[str, Metric], s: DomainStatus, now: float) -> None:
+def _header(name: str, doc: str) -> bytes:
+    doc = doc.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} gauge\n".encode()
+
+
+def _line(name: str, labels: dict[str, str], value: float) -> str:
+    inner = ",".join(
+        '{}="{}"'.format(k, v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"'))
+        for k, v in sorted(labels.items())
+    )
+    return f"{name}{{{inner}}} {floatToGoString(value)}\n"  # type: ignore[no-untyped-call]
+
+
+def _expiry_days(s: DomainStatus, now: float) -> list[Sample]:
+    reg = s.rdap.registration if s.rdap else None
+    if reg is None or reg.expiry is None:
+        return []
+    days = round((reg.expiry.timestamp() - now) / 86400.0, 4)
+    return [("expiry_days", {**s.labels, "domain": s.name}, days)]
+
+
+def _domain_samples(s: DomainStatus, now: float) -> list[Sample]:
+    """Every sample of one domain, in family order within this domain."""
     base = {**s.labels, "domain": s.name}
+    out: list[Sample] = list(_expiry_days(s, now))
 
     def add(key: str, value: float, **extra: str) -> None:
-        metric = f[key]
-        metric.add_sample(metric.name, {**base, **extra} if extra else base, value)
+        out.append((key, {**base, **extra} if extra else base, value))
 
     for kind in CHECKS:
         c = s.checks.get(kind)
@@ -143,9 +172,7 @@ def _add_domain(f: Mapping[str, Metric], s: DomainStatus, now: float) -> None:
         reg = s.rdap.registration
         if reg is not None:
             if reg.expiry is not None:
-                ts = reg.expiry.timestamp()
-                add("expiry_ts", ts)
-                add("expiry_days", round((ts - now) / 86400.0, 4))
+                add("expiry_ts", reg.expiry.timestamp())
             if reg.registrar_expiry is not None:
                 add("registrar_expiry_ts", reg.registrar_expiry.timestamp())
             # Statuses are only known when the registry listed some; an absent list is not
@@ -189,3 +216,4 @@ def _add_domain(f: Mapping[str, Metric], s: DomainStatus, now: float) -> None:
             self_hosted[v.role] = self_hosted.get(v.role, False) or v.self_hosted
         for role, flag in sorted(self_hosted.items()):
             add("self_hosted", 1.0 if flag else 0.0, role=role)
+    return out

@@ -4,6 +4,7 @@ Prometheus web-config file (TLS and basic auth), served from a daemon thread."""
 from __future__ import annotations
 
 import base64
+import gzip
 import logging
 import socket
 import ssl
@@ -15,7 +16,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import yaml
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from exporter import __version__
 from exporter.config import split_host_port
@@ -103,8 +104,23 @@ def make_app(
     ready: Callable[[], bool],
     reload: Callable[[], str | None],
     users: dict[str, str] | None = None,
+    domain_exposition: Callable[[], bytes] | None = None,
 ) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
-    metrics_app = make_wsgi_app(registry)
+    """`registry` holds the exporter's own metrics; `domain_exposition` renders the per-domain
+    families (DomainCollector.exposition) and is appended to them."""
+
+    def metrics_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        body = generate_latest(registry)
+        if domain_exposition is not None:
+            body += domain_exposition()
+        headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            # Level 1: the text compresses ~15x anyway and the scrape stays fast.
+            body = gzip.compress(body, compresslevel=1)
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -116,7 +132,7 @@ def make_app(
             )
             return [b"Unauthorized\n"]
         if path == "/metrics":
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics_app(environ, start_response)
         if path == "/-/healthy":
             return _text(start_response, "200 OK", "OK\n")
         if path == "/-/ready":
