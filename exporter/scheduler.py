@@ -55,6 +55,7 @@ def _jittered(seconds: float) -> float:
 class _Lane:
     limit: int
     queue: deque[tuple[str, str]] = field(default_factory=deque)
+    queued: set[tuple[str, str]] = field(default_factory=set)  # O(1) "already waiting?"
     slots: asyncio.Semaphore | None = None
     worker: asyncio.Task[None] | None = None
 
@@ -85,7 +86,8 @@ class Scheduler:
         self._limiter = limiter
         self._domains: dict[str, DomainConfig] = {}
         self._heap: list[tuple[float, int, str, str]] = []
-        self._scheduled: set[tuple[str, str]] = set()
+        # (domain, check) -> seq of its live heap entry; older entries for it are stale.
+        self._scheduled: dict[tuple[str, str], int] = {}
         self._seq = itertools.count()
         self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -103,6 +105,8 @@ class Scheduler:
 
     def _sync_domains(self, config: Config) -> None:
         self._domains = {d.name: d for d in config.domains}
+        # Forget the schedule of removed domains, so that one added back is checked at once.
+        self._scheduled = {k: v for k, v in self._scheduled.items() if k[0] in self._domains}
         self.store.sync((d.name, d.labels, d.nameservers) for d in config.domains)
         self.metrics.domains.set(len(config.domains))
 
@@ -124,8 +128,9 @@ class Scheduler:
     # --- the loop ------------------------------------------------------------------------------
 
     def _push(self, due: float, domain: str, kind: str) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), domain, kind))
-        self._scheduled.add((domain, kind))
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (due, seq, domain, kind))
+        self._scheduled[(domain, kind)] = seq  # supersedes any earlier entry
         self._wake.set()
 
     def _schedule_missing(self) -> None:
@@ -158,8 +163,10 @@ class Scheduler:
             while not self._stopping.is_set():
                 now = self._clock()
                 while self._heap and self._heap[0][0] <= now:
-                    _due, _seq, domain, kind = heapq.heappop(self._heap)
-                    self._dispatch(domain, kind)
+                    _due, seq, domain, kind = heapq.heappop(self._heap)
+                    if self._scheduled.get((domain, kind)) == seq:
+                        del self._scheduled[(domain, kind)]
+                        self._dispatch(domain, kind)
                 timeout = self._heap[0][0] - now if self._heap else None
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -193,8 +200,6 @@ class Scheduler:
         return task
 
     def _dispatch(self, domain: str, kind: str) -> None:
-        # A duplicate entry (e.g. from request()) is harmless: drop it if the job is queued.
-        self._scheduled.discard((domain, kind))
         if domain not in self._domains:
             return  # removed by a reload
         if kind == "rdap":
@@ -205,9 +210,10 @@ class Scheduler:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(limit=limit, slots=asyncio.Semaphore(limit))
-        if (domain, kind) in lane.queue:
+        if (domain, kind) in lane.queued:
             return
         lane.queue.append((domain, kind))
+        lane.queued.add((domain, kind))
         if lane.worker is None or lane.worker.done():
             lane.worker = self._spawn(self._lane_worker(lane))
 
@@ -219,6 +225,7 @@ class Scheduler:
                 lane.slots.release()
                 break
             domain, kind = lane.queue.popleft()
+            lane.queued.discard((domain, kind))
             self._spawn(self._run_job(domain, kind, lane.slots))
 
     async def _run_job(self, domain: str, kind: str, slots: asyncio.Semaphore) -> None:
