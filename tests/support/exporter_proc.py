@@ -209,12 +209,18 @@ class ExporterProcess:
                 )
             time.sleep(interval)
 
-    def log_tail(self, lines: int = 60) -> str:
+    def log_tail(self, lines: int = 60, *, scrapes: bool = False) -> str:
+        """The last `lines` log lines; the debug line of every scrape is left out unless asked
+        for, because wait_for() scrapes five times a second and would bury everything else."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no exporter log)"
-        return "\n".join(text.splitlines()[-lines:])
+        kept = [
+            line for line in text.splitlines()
+            if scrapes or not ("GET /metrics " in line or "GET /-/ready " in line)
+        ]
+        return "\n".join(kept[-lines:])
 
     def stop(self) -> int | None:
         """Terminate our own process by pid; SIGKILL if it is still there after 5 s."""
