@@ -1,0 +1,412 @@
+"""DomainCollector + ExporterMetrics: the whole exposition against tests/golden/metrics.txt, and
+targeted checks of the "never measured means absent" rules.
+
+Regenerate the golden file after an intended change with:
+    UPDATE_GOLDEN=1 pytest tests/test_collector.py
+and review the diff like code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import DomainCollector
+from exporter.registration import ContactEmail, Registration
+from exporter.selfmetrics import ExporterMetrics
+from exporter.store import (
+    CheckState,
+    ContactVerdict,
+    DnsResult,
+    DomainStatus,
+    EmailResult,
+    RdapResult,
+    StatusStore,
+)
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "metrics.txt"
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z, the frozen scrape time
+DAY = 86400.0
+SERVER = "https://rdap.example.test/"
+SECRET = "owner-secret@mail.example"
+
+
+def ts(days: float) -> datetime:
+    return datetime.fromtimestamp(NOW + days * DAY, tz=UTC)
+
+
+def ok(at: float) -> CheckState:
+    return CheckState(success=True, last_attempt=at, last_success=at, next_due=at + 3600)
+
+
+def reg(name: str, **kw: object) -> Registration:
+    defaults: dict[str, object] = {
+        "expiry": ts(90),
+        "statuses": ("client transfer prohibited",),
+        "nameservers": ("ns1.example.net", "ns2.example.net"),
+        "registrar": "Example Registrar",
+        "registrar_iana_id": "9999",
+    }
+    defaults.update(kw)
+    return Registration(name=name, **defaults)  # type: ignore[arg-type]
+
+
+def verdict(role: str, deliverable: bool | None, *, source: str = "config") -> ContactVerdict:
+    return ContactVerdict(
+        role=role,
+        source=source,
+        mail_domain="mail.example",
+        deliverable=deliverable,
+        reason="mx" if deliverable else "timeout" if deliverable is None else "nxdomain",
+        self_hosted=False,
+    )
+
+
+STATUSES = [
+    DomainStatus(
+        name="healthy.example",
+        labels={"team": "web"},
+        expected_nameservers=("ns1.example.net", "ns2.example.net"),
+        rdap=RdapResult(
+            registered=True,
+            server=SERVER,
+            registration=reg(
+                "healthy.example",
+                registrar_expiry=ts(89.5),
+                contacts=(ContactEmail(role="registrant", kind="real", email=SECRET),),
+            ),
+        ),
+        dns=DnsResult(
+            parent_zone="example",
+            parent=("ns1.example.net", "ns2.example.net"),
+            child=("ns1.example.net", "ns2.example.net"),
+            delegated=True,
+            lame={"ns1.example.net": None, "ns2.example.net": None},
+            mismatch=False,
+        ),
+        checks={"rdap": ok(NOW - 600), "dns": ok(NOW - 60)},
+    ),
+    DomainStatus(
+        name="held.example",
+        rdap=RdapResult(
+            registered=True,
+            server=SERVER,
+            registration=reg(
+                "held.example",
+                expiry=ts(-3),
+                statuses=("client hold", "client transfer prohibited"),
+            ),
+        ),
+        checks={"rdap": ok(NOW - 900)},
+    ),
+    DomainStatus(
+        name="gone.example",
+        rdap=RdapResult(registered=False, server=SERVER, registration=None),
+        checks={"rdap": ok(NOW - 1200)},
+    ),
+    DomainStatus(name="never.example", expected_nameservers=("ns1.example.net",)),
+    DomainStatus(
+        name="failed.example",
+        rdap=RdapResult(registered=True, server=SERVER, registration=reg("failed.example")),
+        checks={
+            "rdap": CheckState(
+                success=False,
+                last_attempt=NOW - 30,
+                last_success=NOW - 7 * DAY,
+                error="timeout",
+                failures=4,
+            )
+        },
+    ),
+    DomainStatus(
+        name="dns.example",
+        expected_nameservers=("a.ns.example", "b.ns.example"),
+        rdap=RdapResult(
+            registered=True,
+            server="https://rdap.norid.test/",
+            # Norid-like: no statuses, no expiry; registrar only.
+            registration=reg(
+                "dns.example",
+                expiry=None,
+                statuses=(),
+                nameservers=("a.ns.example", "b.ns.example"),
+                registrar="Domeneshop AS",
+                registrar_iana_id=None,
+            ),
+        ),
+        dns=DnsResult(
+            parent_zone="example",
+            parent=("a.ns.example", "b.ns.example"),
+            child=("a.ns.example", "c.ns.example"),
+            delegated=True,
+            lame={"a.ns.example": None, "b.ns.example": "timeout"},
+            mismatch=True,
+        ),
+        checks={
+            "rdap": ok(NOW - 300),
+            "dns": CheckState(
+                success=False, last_attempt=NOW - 5, last_success=NOW - 305, error="servfail"
+            ),
+        },
+    ),
+    DomainStatus(
+        name="mail.example",
+        email=EmailResult(
+            (
+                verdict("registrant", True),
+                verdict("registrant", False, source="rdap"),  # any 0 -> 0
+                verdict("technical", None),
+                verdict("technical", True),  # unknown + 1 -> absent
+                verdict("administrative", True),
+                verdict("billing", None),
+                ContactVerdict(
+                    role="technical",
+                    source="rdap",
+                    mail_domain="mail.example",
+                    deliverable=True,
+                    reason="mx",
+                    self_hosted=True,
+                ),
+            )
+        ),
+        checks={"email": ok(NOW - 120)},
+    ),
+]
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> CollectorRegistry:
+    # A fixed version keeps the golden file stable across releases.
+    monkeypatch.setattr("exporter.selfmetrics.__version__", "0.0.0-test")
+    store = StatusStore()
+    store.sync((s.name, s.labels, s.expected_nameservers) for s in STATUSES)
+    for s in STATUSES:
+        store.update(s.name, lambda _old, s=s: s)
+    registry = CollectorRegistry()
+    registry.register(DomainCollector(store, clock=lambda: NOW))
+    metrics = ExporterMetrics(registry)
+    metrics.reload_ok.set(1)
+    metrics.reload_ts.set(NOW - 3600)
+    metrics.domains.set(len(STATUSES))
+    metrics.bootstrap_publication.set(1774292402)
+    for outcome in ("success", "success", "success", "not_found", "timeout"):
+        metrics.record_rdap("rdap.example.test", outcome)
+    for outcome in ("success", "success", "nxdomain", "something-new"):
+        metrics.record_dns(outcome)
+    metrics.record_smtp("accepted")
+    return registry
+
+
+def test_golden_exposition(registry: CollectorRegistry) -> None:
+    text = generate_latest(registry).decode("utf-8")
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(text, encoding="utf-8")
+    expected = GOLDEN.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile="tests/golden/metrics.txt",
+                tofile="generate_latest(registry)",
+            )
+        )
+        pytest.fail(f"exposition differs from the golden file (UPDATE_GOLDEN=1 to accept):\n{diff}")
+
+
+def test_scrape_is_repeatable(registry: CollectorRegistry) -> None:
+    assert generate_latest(registry) == generate_latest(registry)
+
+
+def test_no_contact_address_in_exposition(registry: CollectorRegistry) -> None:
+    text = generate_latest(registry).decode("utf-8")
+    assert SECRET not in text
+    assert "@" not in text
+
+
+def v(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_never_checked_domain_has_no_measurements(registry: CollectorRegistry) -> None:
+    d = "never.example"
+    for name in (
+        "domain_expiry_timestamp_seconds",
+        "domain_expiry_days",
+        "domain_hold",
+        "domain_registered",
+        "domain_nameserver_mismatch",
+        "domain_delegated",
+    ):
+        assert v(registry, name, domain=d) is None, name
+    for check in ("rdap", "dns", "email"):
+        assert v(registry, "domain_check_success", domain=d, check=check) is None
+    # What the config says is not a measurement, so it is there from the start.
+    assert (
+        v(
+            registry,
+            "domain_nameserver_info",
+            domain=d,
+            source="expected",
+            nameserver="ns1.example.net",
+        )
+        == 1
+    )
+
+
+def test_failed_check_keeps_last_good_values(registry: CollectorRegistry) -> None:
+    d = "failed.example"
+    assert v(registry, "domain_expiry_timestamp_seconds", domain=d) == NOW + 90 * DAY
+    assert v(registry, "domain_expiry_days", domain=d) == 90.0
+    assert v(registry, "domain_check_success", domain=d, check="rdap") == 0
+    assert v(registry, "domain_check_error_info", domain=d, check="rdap", reason="timeout") == 1
+    assert (
+        v(registry, "domain_check_last_success_timestamp_seconds", domain=d, check="rdap")
+        == NOW - 7 * DAY
+    )
+    assert (
+        v(registry, "domain_check_last_attempt_timestamp_seconds", domain=d, check="rdap")
+        == NOW - 30
+    )
+    # A succeeding check has no error series at all.
+    assert (
+        v(
+            registry,
+            "domain_check_error_info",
+            domain="held.example",
+            check="rdap",
+            reason="timeout",
+        )
+        is None
+    )
+
+
+def test_hold_only_for_held_domains(registry: CollectorRegistry) -> None:
+    assert v(registry, "domain_hold", domain="held.example") == 1
+    assert v(registry, "domain_status", domain="held.example", status="client hold") == 1
+    assert v(registry, "domain_hold", domain="healthy.example", team="web") == 0
+    assert (
+        v(registry, "domain_status", domain="healthy.example", team="web", status="client hold")
+        is None
+    )
+    assert v(registry, "domain_hold", domain="failed.example") == 0
+    assert v(registry, "domain_hold", domain="gone.example") is None
+
+
+def test_no_statuses_listed_means_no_hold_sample(registry: CollectorRegistry) -> None:
+    d = "dns.example"
+    assert v(registry, "domain_hold", domain=d) is None
+    assert v(registry, "domain_expiry_timestamp_seconds", domain=d) is None
+    assert v(registry, "domain_registered", domain=d) == 1
+    assert (
+        v(
+            registry,
+            "domain_info",
+            domain=d,
+            registrar="Domeneshop AS",
+            registrar_iana_id="",
+            rdap_server="https://rdap.norid.test/",
+        )
+        == 1
+    )
+
+
+def test_not_registered(registry: CollectorRegistry) -> None:
+    d = "gone.example"
+    assert v(registry, "domain_registered", domain=d) == 0
+    assert v(registry, "domain_check_success", domain=d, check="rdap") == 1
+    assert v(registry, "domain_expiry_timestamp_seconds", domain=d) is None
+
+
+def test_expiry_days_uses_the_frozen_clock(registry: CollectorRegistry) -> None:
+    assert v(registry, "domain_expiry_days", domain="held.example") == -3.0
+    assert v(registry, "domain_expiry_days", domain="healthy.example", team="web") == 90.0
+    assert (
+        v(
+            registry,
+            "domain_registrar_expiry_timestamp_seconds",
+            domain="healthy.example",
+            team="web",
+        )
+        == NOW + 89.5 * DAY
+    )
+
+
+def test_config_labels_are_on_every_series_of_the_domain(registry: CollectorRegistry) -> None:
+    assert v(registry, "domain_expiry_days", domain="healthy.example") is None  # needs team
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.labels.get("domain") == "healthy.example":
+                assert sample.labels.get("team") == "web", sample
+
+
+def test_dns_results(registry: CollectorRegistry) -> None:
+    d = "dns.example"
+    assert v(registry, "domain_nameserver_mismatch", domain=d) == 1
+    assert v(registry, "domain_nameserver_mismatch", domain="healthy.example", team="web") == 0
+    assert v(registry, "domain_delegated", domain=d) == 1
+    assert v(registry, "domain_nameserver_lame", domain=d, nameserver="a.ns.example") == 0
+    assert v(registry, "domain_nameserver_lame", domain=d, nameserver="b.ns.example") == 1
+    assert v(registry, "domain_nameserver_lame", domain=d, nameserver="c.ns.example") is None
+    for source, names in {
+        "expected": ("a.ns.example", "b.ns.example"),
+        "registry": ("a.ns.example", "b.ns.example"),
+        "parent": ("a.ns.example", "b.ns.example"),
+        "child": ("a.ns.example", "c.ns.example"),
+    }.items():
+        for ns in ("a.ns.example", "b.ns.example", "c.ns.example"):
+            got = v(registry, "domain_nameserver_info", domain=d, source=source, nameserver=ns)
+            assert got == (1 if ns in names else None), (source, ns)
+    assert v(registry, "domain_check_success", domain=d, check="dns") == 0
+    assert v(registry, "domain_check_error_info", domain=d, check="dns", reason="servfail") == 1
+
+
+def test_email_role_aggregation(registry: CollectorRegistry) -> None:
+    d = "mail.example"
+    name = "domain_contact_email_deliverable"
+    assert v(registry, name, domain=d, role="registrant") == 0  # one mailbox is dead
+    assert v(registry, name, domain=d, role="technical") is None  # unknown + 1: not claimed
+    assert v(registry, name, domain=d, role="administrative") == 1
+    assert v(registry, name, domain=d, role="billing") is None
+    assert v(registry, "domain_contact_email_self_hosted", domain=d, role="technical") == 1
+    assert v(registry, "domain_contact_email_self_hosted", domain=d, role="registrant") == 0
+    assert v(registry, "domain_check_success", domain=d, check="email") == 1
+
+
+def test_self_metrics(registry: CollectorRegistry) -> None:
+    assert v(registry, "domainwatch_build_info", version="0.0.0-test") == 1
+    assert v(registry, "domainwatch_domains") == len(STATUSES)
+    rdap = "domainwatch_rdap_requests_total"
+    assert v(registry, rdap, server="rdap.example.test", outcome="success") == 3
+    assert v(registry, "domainwatch_dns_queries_total", outcome="error") == 1  # unknown outcome
+    assert v(registry, "domainwatch_dns_queries_total", outcome="timeout") == 0  # pre-created
+    assert v(registry, "domainwatch_smtp_probes_total", outcome="unknown") == 0
+    assert (
+        v(
+            registry,
+            "domainwatch_rdap_requests_created",
+            server="rdap.example.test",
+            outcome="success",
+        )
+        is None
+    )
+
+
+def test_removed_domain_series_vanish() -> None:
+    store = StatusStore()
+    store.sync((s.name, s.labels, s.expected_nameservers) for s in STATUSES)
+    for s in STATUSES:
+        store.update(s.name, lambda _old, s=s: s)
+    registry = CollectorRegistry()
+    registry.register(DomainCollector(store, clock=lambda: NOW))
+    assert v(registry, "domain_hold", domain="held.example") == 1
+    store.sync([("healthy.example", {"team": "web"}, ())])
+    assert v(registry, "domain_hold", domain="held.example") is None
+    domains = {s.labels.get("domain") for family in registry.collect() for s in family.samples}
+    assert domains == {"healthy.example"}
