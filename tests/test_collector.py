@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> CollectorRegistry:
     store = StatusStore()
     store.sync((s.name, s.labels, s.expected_nameservers) for s in STATUSES)
     for s in STATUSES:
-        store.update(s.name, lambda _old, s=s: s)
+        store.update(s.name, _replace_with(s))
     registry = CollectorRegistry()
     registry.register(DomainCollector(store, clock=lambda: NOW))
     metrics = ExporterMetrics(registry)
@@ -402,7 +403,7 @@ def test_removed_domain_series_vanish() -> None:
     store = StatusStore()
     store.sync((s.name, s.labels, s.expected_nameservers) for s in STATUSES)
     for s in STATUSES:
-        store.update(s.name, lambda _old, s=s: s)
+        store.update(s.name, _replace_with(s))
     registry = CollectorRegistry()
     registry.register(DomainCollector(store, clock=lambda: NOW))
     assert v(registry, "domain_hold", domain="held.example") == 1
@@ -410,3 +411,7 @@ def test_removed_domain_series_vanish() -> None:
     assert v(registry, "domain_hold", domain="held.example") is None
     domains = {s.labels.get("domain") for family in registry.collect() for s in family.samples}
     assert domains == {"healthy.example"}
+
+
+def _replace_with(status: DomainStatus) -> Callable[[DomainStatus], DomainStatus]:
+    return lambda _old: status

@@ -43,8 +43,10 @@ def parse(name: str) -> Registration:
     return parse_domain(load(name))
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 def roles(reg: Registration, kind: str) -> list[str]:

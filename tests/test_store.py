@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,7 +101,7 @@ def _store(*statuses: DomainStatus) -> StatusStore:
     store = StatusStore()
     store.sync((s.name, s.labels, s.expected_nameservers) for s in statuses)
     for s in statuses:
-        store.update(s.name, lambda _old, s=s: s)
+        store.update(s.name, _replace_with(s))
     return store
 
 
@@ -279,3 +280,7 @@ def _verdict(role: str, deliverable: bool | None) -> ContactVerdict:
 def test_email_by_role(values: list[bool | None], expected: bool | None) -> None:
     result = EmailResult(tuple(_verdict("registrant", v) for v in values))
     assert result.by_role() == {"registrant": expected}
+
+
+def _replace_with(status: DomainStatus) -> Callable[[DomainStatus], DomainStatus]:
+    return lambda _old: status
