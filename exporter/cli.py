@@ -117,9 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _serve(
-    args: argparse.Namespace, config: Config, web_config: WebConfig | None
-) -> None:
+async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
     loop = asyncio.get_running_loop()
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)

@@ -20,40 +20,85 @@ _CACHED = " Last known value from a background check, not measured at scrape tim
 
 # (key, metric name, HELP). The order here is the order on /metrics.
 FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("expiry_days", "domain_expiry_days",
-     "Days until the registry's expiration date (negative once past)." + _CACHED),
-    ("expiry_ts", "domain_expiry_timestamp_seconds",
-     "Registry expiration date as Unix time." + _CACHED),
-    ("registrar_expiry_ts", "domain_registrar_expiry_timestamp_seconds",
-     "The registrar's own expiration date (registrar RDAP) as Unix time." + _CACHED),
-    ("registered", "domain_registered",
-     "1 if the registry knows the domain, 0 if its RDAP answered 404." + _CACHED),
-    ("hold", "domain_hold",
-     "1 if 'client hold' or 'server hold' is among the RDAP statuses." + _CACHED),
+    (
+        "expiry_days",
+        "domain_expiry_days",
+        "Days until the registry's expiration date (negative once past)." + _CACHED,
+    ),
+    (
+        "expiry_ts",
+        "domain_expiry_timestamp_seconds",
+        "Registry expiration date as Unix time." + _CACHED,
+    ),
+    (
+        "registrar_expiry_ts",
+        "domain_registrar_expiry_timestamp_seconds",
+        "The registrar's own expiration date (registrar RDAP) as Unix time." + _CACHED,
+    ),
+    (
+        "registered",
+        "domain_registered",
+        "1 if the registry knows the domain, 0 if its RDAP answered 404." + _CACHED,
+    ),
+    (
+        "hold",
+        "domain_hold",
+        "1 if 'client hold' or 'server hold' is among the RDAP statuses." + _CACHED,
+    ),
     ("status", "domain_status", "1 for every RDAP status present (RFC 8056 names)." + _CACHED),
-    ("info", "domain_info",
-     "String facts of the registration: registrar and RDAP server." + _CACHED),
+    (
+        "info",
+        "domain_info",
+        "String facts of the registration: registrar and RDAP server." + _CACHED,
+    ),
     ("success", "domain_check_success", "1 if the last attempt of the check succeeded."),
-    ("last_success", "domain_check_last_success_timestamp_seconds",
-     "Unix time of the last successful attempt of the check."),
-    ("last_attempt", "domain_check_last_attempt_timestamp_seconds",
-     "Unix time of the last attempt of the check."),
-    ("error", "domain_check_error_info",
-     "1 while the last attempt of the check failed, with the reason."),
-    ("mismatch", "domain_nameserver_mismatch",
-     "1 if the parent zone's delegation differs from the expected, registry or child NS set; "
-     "absent when the delegation could not be measured." + _CACHED),
-    ("ns_info", "domain_nameserver_info",
-     "1 per nameserver reported by a source (expected, registry, parent, child)." + _CACHED),
-    ("lame", "domain_nameserver_lame",
-     "1 if a delegated nameserver does not answer authoritatively for the domain." + _CACHED),
-    ("delegated", "domain_delegated",
-     "1 if the parent zone delegates the domain, 0 if it answers NXDOMAIN." + _CACHED),
-    ("deliverable", "domain_contact_email_deliverable",
-     "1 if the contact's mail domain can receive mail, 0 if it cannot; absent when unknown."
-     + _CACHED),
-    ("self_hosted", "domain_contact_email_self_hosted",
-     "1 if the contact's mail domain is the monitored domain itself." + _CACHED),
+    (
+        "last_success",
+        "domain_check_last_success_timestamp_seconds",
+        "Unix time of the last successful attempt of the check.",
+    ),
+    (
+        "last_attempt",
+        "domain_check_last_attempt_timestamp_seconds",
+        "Unix time of the last attempt of the check.",
+    ),
+    (
+        "error",
+        "domain_check_error_info",
+        "1 while the last attempt of the check failed, with the reason.",
+    ),
+    (
+        "mismatch",
+        "domain_nameserver_mismatch",
+        "1 if the parent zone's delegation differs from the expected, registry or child NS set; "
+        "absent when the delegation could not be measured." + _CACHED,
+    ),
+    (
+        "ns_info",
+        "domain_nameserver_info",
+        "1 per nameserver reported by a source (expected, registry, parent, child)." + _CACHED,
+    ),
+    (
+        "lame",
+        "domain_nameserver_lame",
+        "1 if a delegated nameserver does not answer authoritatively for the domain." + _CACHED,
+    ),
+    (
+        "delegated",
+        "domain_delegated",
+        "1 if the parent zone delegates the domain, 0 if it answers NXDOMAIN." + _CACHED,
+    ),
+    (
+        "deliverable",
+        "domain_contact_email_deliverable",
+        "1 if the contact's mail domain can receive mail, 0 if it cannot; absent when unknown."
+        + _CACHED,
+    ),
+    (
+        "self_hosted",
+        "domain_contact_email_self_hosted",
+        "1 if the contact's mail domain is the monitored domain itself." + _CACHED,
+    ),
 )
 _NAMES = {key: name for key, name, _doc in FAMILIES}
 # Only this family depends on the scrape time; everything else is a pure function of the
@@ -116,11 +161,13 @@ class DomainCollector(Collector):
         for key, name, doc in FAMILIES:
             out.append(_header(name, doc))
             if key == _TIME_DEPENDENT:
-                out.append("".join(
-                    _line(name, labels, value)
-                    for status in snapshot
-                    for k, labels, value in _expiry_days(status, now)
-                ).encode())
+                out.append(
+                    "".join(
+                        _line(name, labels, value)
+                        for status in snapshot
+                        for k, labels, value in _expiry_days(status, now)
+                    ).encode()
+                )
             else:
                 out.extend(f[key] for f in fragments if key in f)
         return b"".join(out)
@@ -133,7 +180,7 @@ def _header(name: str, doc: str) -> bytes:
 
 def _line(name: str, labels: dict[str, str], value: float) -> str:
     inner = ",".join(
-        '{}="{}"'.format(k, v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"'))
+        '{}="{}"'.format(k, v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\""))
         for k, v in sorted(labels.items())
     )
     return f"{name}{{{inner}}} {floatToGoString(value)}\n"  # type: ignore[no-untyped-call]

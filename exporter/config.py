@@ -175,6 +175,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_TOP = "(top level)"
+
+
 def _kind(value: object) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
         type(value), type(value).__name__
@@ -195,7 +198,8 @@ def _positive_duration(value: object) -> float:
 
 
 def _positive_number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        # `not > 0` rather than `<= 0`: NaN compares false both ways.
         raise ValueError(f"must be a number greater than zero, got {value!r}")
     return float(value)
 
@@ -222,17 +226,24 @@ def _optional_file(value: object) -> str | None:
     if value is None:
         return None
     path = _string(value)
-    if not Path(path).is_file():
+    if not _is_file(path):
         raise ValueError(f"file {path!r} does not exist")
     return path
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # name too long, NUL byte
+        return False
 
 
 def _url_or_file(value: object) -> str:
     text = _string(value)
     if text.startswith(("https://", "http://")):
         return text
-    if not Path(text).is_file():
-        raise ValueError(f"{text!r} is neither an http(s) URL nor an existing file")
+    if not _is_file(text):
+        raise ValueError(f"{text!r:.200} is neither an http(s) URL nor an existing file")
     return text
 
 
@@ -294,7 +305,10 @@ def _read_rdap(r: _Reader, value: object) -> RdapSettings:
     d = RdapSettings()
     raw = r.mapping(value, "rdap", set(RdapSettings.__dataclass_fields__))
     servers: dict[str, str] = {}
-    raw_servers = r.mapping(raw.get("servers"), "rdap.servers", set(raw.get("servers") or {}))
+    raw_value = raw.get("servers")
+    raw_servers = r.mapping(
+        raw_value, "rdap.servers", set(raw_value) if isinstance(raw_value, dict) else set()
+    )
     for tld, url in raw_servers.items():
         path = f"rdap.servers.{tld}"
         try:
@@ -357,9 +371,10 @@ def _read_email(r: _Reader, value: object) -> EmailSettings:
 def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
     if isinstance(value, str):  # shorthand: "- example.com"
         value = {"name": value}
-    raw = r.mapping(value, path, {"name", "nameservers", "contacts", "labels"})
     if not isinstance(value, dict):
+        r.error(path, f"must be a domain name or a mapping with 'name', got {_kind(value)}")
         return None
+    raw = r.mapping(value, path, {"name", "nameservers", "contacts", "labels"})
     if "name" not in raw:
         r.error(path, "missing required key 'name'")
         return None
@@ -384,14 +399,16 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
         cpath = f"{path}.contacts[{i}]"
         craw = r.mapping(c, cpath, {"role", "email"})
         role, email = craw.get("role"), craw.get("email")
-        if not isinstance(role, str) or not _LABEL_NAME.match(role) or role.startswith("__"):
+        role_ok = isinstance(role, str) and bool(_LABEL_NAME.match(role)) and role[:2] != "__"
+        email_ok = isinstance(email, str) and bool(_EMAIL.match(email.strip()))
+        if not role_ok:
             r.error(f"{cpath}.role", f"{role!r} must be a word such as registrant, technical")
-            continue
-        if not isinstance(email, str) or not _EMAIL.match(email.strip()):
+        if not email_ok:
             # Never echo the address back: config errors end up in logs.
             r.error(f"{cpath}.email", "missing or not an e-mail address")
-            continue
-        contacts.append(Contact(role=role.lower(), email=email.strip()))
+        if role_ok and email_ok:
+            assert isinstance(role, str) and isinstance(email, str)
+            contacts.append(Contact(role=role.lower(), email=email.strip()))
 
     labels: dict[str, str] = {}
     raw_labels = raw.get("labels")
@@ -419,13 +436,9 @@ def parse_config(document: object) -> Config:
     """Validate an already-parsed YAML document. Raises ConfigError with every problem."""
     errors: list[str] = []
     r = _Reader(errors)
-    raw = r.mapping(
-        document if document is not None else {},
-        "",
-        {"rdap", "dns", "email", "domains", "concurrency"},
-    )
     if document is not None and not isinstance(document, dict):
-        raise ConfigError(errors)
+        raise ConfigError([f"{_TOP}: must be a mapping, got {_kind(document)}"])
+    raw = r.mapping(document or {}, "", {"rdap", "dns", "email", "domains", "concurrency"})
     rdap = _read_rdap(r, raw.get("rdap"))
     dns = _read_dns(r, raw.get("dns"))
     email = _read_email(r, raw.get("email"))
@@ -456,6 +469,8 @@ def load_config(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from exc
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

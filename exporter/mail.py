@@ -67,8 +67,17 @@ log = logging.getLogger(__name__)
 
 REASONS = frozenset(
     {
-        "mx_ok", "implicit_mx", "null_mx", "nxdomain", "no_mail_host", "mx_unresolvable",
-        "private_address", "timeout", "servfail", "invalid_response", "invalid_address",
+        "mx_ok",
+        "implicit_mx",
+        "null_mx",
+        "nxdomain",
+        "no_mail_host",
+        "mx_unresolvable",
+        "private_address",
+        "timeout",
+        "servfail",
+        "invalid_response",
+        "invalid_address",
     }
 )
 # Outcomes passed to `on_query`; they match the `outcome` label of domainwatch_dns_queries_total.
@@ -193,8 +202,12 @@ async def _judge(
     usable = tuple(_text(t) for t, r in zip(names, results, strict=True) if r.usable)
     if usable:
         if len(usable) < len(targets):
-            log.debug("%s: %d of %d MX targets unusable", _text(name),
-                      len(targets) - len(usable), len(targets))
+            log.debug(
+                "%s: %d of %d MX targets unusable",
+                _text(name),
+                len(targets) - len(usable),
+                len(targets),
+            )
         return True, "mx_ok", usable
     for r in results:
         if r.unknown_reason:
@@ -475,8 +488,13 @@ async def probe_mailbox(
                     )
             except (OSError, TimeoutError) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else "connection_error"
-                log.warning("SMTP probe: cannot connect to %s (%s) port %d: %s",
-                            host, ip, email.smtp_port, kind)
+                log.warning(
+                    "SMTP probe: cannot connect to %s (%s) port %d: %s",
+                    host,
+                    ip,
+                    email.smtp_port,
+                    kind,
+                )
                 last = ProbeResult(None, None, host, kind)
                 continue
             try:
@@ -530,13 +548,19 @@ async def _converse(
                 result = ProbeResult(None, code, host, "greylisted")
     except TimeoutError:
         return ProbeResult(None, None, host, "timeout")
-    except (OSError, _SmtpError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-            ValueError) as exc:
+    except (
+        OSError,
+        _SmtpError,
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+        ValueError,
+    ) as exc:
         log.warning("SMTP probe: session with %s failed: %s", host, type(exc).__name__)
         return ProbeResult(None, None, host, "protocol_error")
     # Polite goodbye; the verdict is already known, so a slow or rude QUIT changes nothing.
-    with contextlib.suppress(OSError, TimeoutError, _SmtpError, asyncio.IncompleteReadError,
-                             ValueError):
+    with contextlib.suppress(
+        OSError, TimeoutError, _SmtpError, asyncio.IncompleteReadError, ValueError
+    ):
         async with asyncio.timeout(min(email.smtp_timeout, 2.0)):
             await command("QUIT")
     return result

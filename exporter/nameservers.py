@@ -37,9 +37,19 @@ log = logging.getLogger(__name__)
 # IANA root hints, IPv4 (b.root-servers.net renumbered in 2023); used when
 # dns.root_servers is empty.
 IANA_ROOT_SERVERS: tuple[str, ...] = (
-    "198.41.0.4", "170.247.170.2", "192.33.4.12", "199.7.91.13", "192.203.230.10",
-    "192.5.5.241", "192.112.36.4", "198.97.190.53", "192.36.148.17", "192.58.128.30",
-    "193.0.14.129", "199.7.83.42", "202.12.27.33",
+    "198.41.0.4",
+    "170.247.170.2",
+    "192.33.4.12",
+    "199.7.91.13",
+    "192.203.230.10",
+    "192.5.5.241",
+    "192.112.36.4",
+    "198.97.190.53",
+    "192.36.148.17",
+    "192.58.128.30",
+    "193.0.14.129",
+    "199.7.83.42",
+    "202.12.27.33",
 )
 
 LameReason = Literal[
@@ -245,16 +255,20 @@ class _Probe:
             # trouble, so the check failed (but the parent set is still a measured fact).
             error = "unreachable"
         return Delegation(
-            zone_text, parent, True, child, child_sets=child_sets, lame=lame,
-            queries=self.queries, error=error,
+            zone_text,
+            parent,
+            True,
+            child,
+            child_sets=child_sets,
+            lame=lame,
+            queries=self.queries,
+            error=error,
         )
 
     def _failed(self, error: CheckError, zone: str | None = None) -> Delegation:
         return Delegation(zone, None, None, None, queries=self.queries, error=error)
 
-    async def _probe_child(
-        self, ns: str
-    ) -> tuple[str, LameReason | None, tuple[str, ...] | None]:
+    async def _probe_child(self, ns: str) -> tuple[str, LameReason | None, tuple[str, ...] | None]:
         """Ask every address of NS name `ns` for the apex NS set (RD=0) and classify it (B3)."""
         addresses = await self._resolve(dns.name.from_text(ns), depth=1)
         if not addresses:
@@ -272,7 +286,10 @@ class _Probe:
                 if reply.response is not None:  # silence was already logged by _send
                     log.debug(
                         "dns check for %s: server %s at %s is lame: %s",
-                        self.domain_text, ns, address[0], verdict,
+                        self.domain_text,
+                        ns,
+                        address[0],
+                        verdict,
                     )
             else:
                 healthy = True
@@ -283,7 +300,11 @@ class _Probe:
     # -- walking referrals -------------------------------------------------------------------
 
     async def _iterate(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, *, stop_at_cut: bool,
+        self,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        *,
+        stop_at_cut: bool,
         depth: int,
     ) -> _Step:
         """Follow referrals from the deepest known cut above `qname` until an answer.
@@ -316,8 +337,12 @@ class _Probe:
         return name
 
     async def _ask_zone(
-        self, zone: dns.name.Name, servers: list[_NsEntry], qname: dns.name.Name,
-        rdtype: dns.rdatatype.RdataType, depth: int,
+        self,
+        zone: dns.name.Name,
+        servers: list[_NsEntry],
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        depth: int,
     ) -> _Step:
         """Ask the servers of `zone` one after another until one gives a usable response."""
         reasons: list[str] = []
@@ -341,7 +366,11 @@ class _Probe:
                 reasons.append(step.reason)
                 log.debug(
                     "dns check for %s: %s at %s (zone %s): %s",
-                    self.domain_text, qname, address[0], zone, step.reason,
+                    self.domain_text,
+                    qname,
+                    address[0],
+                    zone,
+                    step.reason,
                 )
         return _Step("failed", zone, reason=_worst(reasons))
 
@@ -475,7 +504,11 @@ class _Probe:
     # -- one DNS message ---------------------------------------------------------------------
 
     async def _send(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, server: _Server, *,
+        self,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        server: _Server,
+        *,
         rd: bool,
     ) -> _Reply:
         """One question to one server: UDP (TCP on TC=1), one TCP try after a UDP timeout,
@@ -521,12 +554,21 @@ class _Probe:
             self.on_query(outcome)
 
     def _log_failure(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, host: str, kind: str,
+        self,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        host: str,
+        kind: str,
         exc: BaseException,
     ) -> None:
         log.debug(
-            "dns check for %s: %s %s at %s: %s (%s)", self.domain_text, qname,
-            dns.rdatatype.to_text(rdtype), host, kind, exc or type(exc).__name__,
+            "dns check for %s: %s %s at %s: %s (%s)",
+            self.domain_text,
+            qname,
+            dns.rdatatype.to_text(rdtype),
+            host,
+            kind,
+            exc or type(exc).__name__,
         )
 
 
@@ -547,8 +589,12 @@ def _prefer_ipv4(addresses: Iterable[_Server]) -> tuple[_Server, ...]:
 
 def _ns_names(section: Iterable[dns.rrset.RRset], owner: dns.name.Name) -> list[dns.name.Name]:
     return sorted(
-        {rr.target for rrset in section if rrset.rdtype == dns.rdatatype.NS and rrset.name == owner
-         for rr in rrset}
+        {
+            rr.target
+            for rrset in section
+            if rrset.rdtype == dns.rdatatype.NS and rrset.name == owner
+            for rr in rrset
+        }
     )
 
 
@@ -567,8 +613,11 @@ def _addresses_from(
         if found:
             return _prefer_ipv4(found), None
         cname = next(
-            (rrset for rrset in response.answer
-             if rrset.name == current and rrset.rdtype == dns.rdatatype.CNAME),
+            (
+                rrset
+                for rrset in response.answer
+                if rrset.name == current and rrset.rdtype == dns.rdatatype.CNAME
+            ),
             None,
         )
         if cname is None:
@@ -635,8 +684,11 @@ def _worst(reasons: list[str]) -> str:
 
 
 _CHECK_ERRORS: dict[str | None, CheckError] = {
-    "timeout": "timeout", "servfail": "servfail", "refused": "refused",
-    "no_parent": "no_parent", "unreachable": "unreachable",
+    "timeout": "timeout",
+    "servfail": "servfail",
+    "refused": "refused",
+    "no_parent": "no_parent",
+    "unreachable": "unreachable",
     # No address for any server of a zone on the way down: the parent cannot be reached.
     "no_address": "no_parent",
 }

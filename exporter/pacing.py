@@ -76,16 +76,18 @@ class HostPacer:
         finally:
             self.release()
 
-    def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, self._clock() + min(seconds, _RETRY_AFTER_MAX))
+    def pause(self, seconds: float) -> float:
+        """Pause this host for `seconds` (capped); returns the pause actually applied."""
+        seconds = min(seconds, _RETRY_AFTER_MAX)
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        return seconds
 
     def rate_limited(self, retry_after: float | None) -> float:
         """Record a 429; returns how long the host is paused."""
         self._rate_limits += 1
         if retry_after is None:
             retry_after = min(_RATE_LIMIT_BASE * 2 ** (self._rate_limits - 1), _RATE_LIMIT_MAX)
-        self.pause(retry_after)
-        return retry_after
+        return self.pause(retry_after)
 
     def failed(self) -> None:
         self._failures += 1

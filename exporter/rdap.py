@@ -359,7 +359,11 @@ class RdapClient:
             server = parts.netloc
             if parts.scheme != "https" and not self.settings.allow_http:
                 raise _Failure("refused_address", f"refusing non-https URL {url}")
-            await self._check_address(parts.hostname or "", parts.port or 443, server)
+            try:
+                await self._check_address(parts.hostname or "", parts.port or 443, server)
+            except _Failure as exc:
+                self._record(server, exc.reason)
+                raise
             async with pacer.slot(), self._limiter:
                 outcome = "connection_error"
                 try:

@@ -83,7 +83,9 @@ def normalise_status(raw: str) -> str:
     text = raw.strip().split(" http", 1)[0].strip()
     if " " not in text and "_" not in text:
         text = _CAMEL.sub(" ", text)
-    return " ".join(text.replace("_", " ").lower().split())
+    status = " ".join(text.replace("_", " ").lower().split())
+    # The two EPP names RFC 8056 renames rather than re-spells.
+    return {"ok": "active", "linked": "associated"}.get(status, status)
 
 
 def parse_date(raw: object) -> tuple[datetime | None, str | None]:

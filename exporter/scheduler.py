@@ -380,7 +380,16 @@ class Scheduler:
                 for c in status.rdap.registration.contacts
                 if c.kind == "real" and c.email
             ]
-        if not contacts:
+        # Verdicts on RDAP addresses restored from the state file, which keeps no addresses:
+        # carry them over until the next RDAP read brings the addresses back.
+        reg = status.rdap.registration if status.rdap else None
+        restored = reg is not None and any(c.kind == "real" and not c.email for c in reg.contacts)
+        carried = (
+            tuple(v for v in (status.email.verdicts if status.email else ()) if v.source == "rdap")
+            if restored
+            else ()
+        )
+        if not contacts and not carried:
             return  # nothing to judge: no series, no check state
         previous = {
             (v.role, v.source, v.mail_domain): v
@@ -396,7 +405,7 @@ class Scheduler:
                 if old is not None and old.deliverable is not None:
                     verdict = old  # keep the last good value; success=0 says it is stale
             verdicts.append(verdict)
-        result = EmailResult(tuple(verdicts))
+        result = EmailResult(tuple(verdicts) + carried)
         if failure:
             log.warning("e-mail check incomplete: domain=%s reason=%s", domain, failure)
         self._record(domain, "email", ok=failure is None, error=failure, changes={"email": result})
@@ -472,8 +481,12 @@ class Scheduler:
             return cached[1]
         async with self._limiter:
             probe = await mail.probe_mailbox(
-                address, mx_hosts, self.config.dns, self.config.email,
-                pacer=self._smtp_pacer, on_query=self.metrics.record_dns,
+                address,
+                mx_hosts,
+                self.config.dns,
+                self.config.email,
+                pacer=self._smtp_pacer,
+                on_query=self.metrics.record_dns,
             )
         outcome = {True: "accepted", False: "rejected", None: "unknown"}[probe.accepted]
         self.metrics.record_smtp(outcome)

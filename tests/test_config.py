@@ -373,35 +373,25 @@ def test_label_values_become_strings() -> None:
     assert config.domains[0].labels == {"n": "3", "f": "1.5"}
 
 
-# --- bugs found while writing these tests (strict xfail: remove the mark once fixed) -------
+# --- edge cases that were bugs once --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _read_rdap calls set(raw.get('servers') or {}) and crashes with TypeError "
-    "when rdap.servers is a scalar",
-)
 @pytest.mark.parametrize("value", [5, True])
-def test_bug_scalar_rdap_servers_is_a_config_error(value: object) -> None:
+def test_scalar_rdap_servers_is_a_config_error(value: object) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"rdap": {"servers": value}})
     assert len(info.value.errors) == 1
     assert info.value.errors[0].startswith("rdap.servers: must be a mapping")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty list item under domains (YAML '- ' or '~') is silently dropped",
-)
-def test_bug_null_domain_item_is_an_error() -> None:
+def test_null_domain_item_is_an_error() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"domains": ["example.com", None, "example.org"]})
     assert len(info.value.errors) == 1
     assert info.value.errors[0].startswith("domains[1]: ")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _positive_number accepts NaN (nan <= 0 is False)")
-def test_bug_nan_requests_per_second_is_rejected() -> None:
+def test_nan_requests_per_second_is_rejected() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(yaml.safe_load("rdap: {requests_per_second: .nan}"))
     assert info.value.errors == [
@@ -409,25 +399,15 @@ def test_bug_nan_requests_per_second_is_rejected() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Path.is_file() raises OSError (ENAMETOOLONG) for an over-long path; "
-    "load_config promises ConfigError only",
-)
 @pytest.mark.parametrize("key", ["ca_file", "bootstrap"])
-def test_bug_overlong_path_is_a_config_error(key: str) -> None:
+def test_overlong_path_is_a_config_error(key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"rdap": {key: "a" * 5000}})
     assert len(info.value.errors) == 1
     assert info.value.errors[0].startswith(f"rdap.{key}: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_config only catches OSError around read_text; a file that is not "
-    "UTF-8 raises UnicodeDecodeError instead of ConfigError",
-)
-def test_bug_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes("domains:\n  - bücher.example\n".encode("latin-1"))
     errors = _errors(path)
@@ -435,13 +415,8 @@ def test_bug_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     assert errors[0].startswith(f"{path}: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a top-level document that is not a mapping is reported with an empty path, "
-    "so the line starts with ': '",
-)
 @pytest.mark.parametrize(("text", "kind"), [("[1, 2]", "a list"), ("hello", "a string")])
-def test_bug_top_level_not_a_mapping_has_a_readable_path(text: str, kind: str) -> None:
+def test_top_level_not_a_mapping_has_a_readable_path(text: str, kind: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(yaml.safe_load(text))
     assert len(info.value.errors) == 1
@@ -450,12 +425,7 @@ def test_bug_top_level_not_a_mapping_has_a_readable_path(text: str, kind: str) -
     assert not line.startswith(":")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a contact with a bad role skips the e-mail check (continue), so only one of "
-    "its two problems is reported",
-)
-def test_bug_contact_reports_role_and_email_problems_together() -> None:
+def test_contact_reports_role_and_email_problems_together() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(
             {

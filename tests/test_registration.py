@@ -352,16 +352,11 @@ def test_normalise_status(raw: str, expected: str) -> None:
     assert normalise_status(raw) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: normalise_status maps EPP camelCase to RFC 8056 names but not EPP 'ok' "
-    "(RFC 8056: 'active') or 'linked' ('associated')",
-)
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [("ok", "active"), ("ok https://icann.org/epp#ok", "active"), ("linked", "associated")],
 )
-def test_bug_normalise_status_maps_epp_ok(raw: str, expected: str) -> None:
+def test_normalise_status_maps_epp_ok(raw: str, expected: str) -> None:
     assert normalise_status(raw) == expected
 
 
