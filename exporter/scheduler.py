@@ -340,7 +340,11 @@ class Scheduler:
         mismatch = nameservers.nameserver_mismatch(
             delegation.parent, tuple(expected), registry_ns, delegation.child
         )
-        for ns, reason in sorted(delegation.lame.items()):
+        # Expected/registry names are probed too (to fill the child view), but "lame" is a
+        # property of servers the parent actually delegates to.
+        delegated = set(delegation.parent or ())
+        lame = {ns: r for ns, r in delegation.lame.items() if ns in delegated}
+        for ns, reason in sorted(lame.items()):
             if reason is not None:
                 log.warning(
                     "lame nameserver: domain=%s nameserver=%s reason=%s", domain, ns, reason
@@ -350,7 +354,7 @@ class Scheduler:
             parent=delegation.parent,
             child=delegation.child,
             delegated=delegation.delegated,
-            lame=dict(delegation.lame),
+            lame=lame,
             mismatch=mismatch,
         )
         self._record(domain, "dns", ok=True, error=None, changes={"dns": result})
