@@ -24,7 +24,7 @@ from exporter.names import InvalidName, to_alabel
 from exporter.rdap import RdapClient
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import ExporterMetrics
-from exporter.store import StatusStore
+from exporter.store import DomainStatus, StatusStore
 from exporter.web import WebConfig, WebConfigError, load_web_config, make_app, serve
 
 log = logging.getLogger("domainwatch")
@@ -120,13 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
     loop = asyncio.get_running_loop()
     registry = CollectorRegistry()
-    metrics = ExporterMetrics(registry)
-    store = StatusStore()
+    metrics, store, rdap, scheduler = _wire(config, registry, args.state_file)
     # Not registered: /metrics appends its cached text rendering to the registry's output.
     domains = DomainCollector(store)
-    limiter = asyncio.Semaphore(config.concurrency)
-    rdap = RdapClient(config.rdap, limiter=limiter, record=metrics.record_rdap)
-    scheduler = Scheduler(config, store, rdap, metrics, limiter, state_file=args.state_file)
     if args.state_file:
         restored = store.load(args.state_file)
         log.info("state restored: path=%s domains=%d", args.state_file, restored)
@@ -204,13 +200,21 @@ def _run_check(args: argparse.Namespace) -> int:
     return report.exit_code(statuses, now)
 
 
-async def _check(config: Config) -> list:  # type: ignore[type-arg]
-    registry = CollectorRegistry()
+def _wire(
+    config: Config, registry: CollectorRegistry, state_file: str | None = None
+) -> tuple[ExporterMetrics, StatusStore, RdapClient, Scheduler]:
+    """config -> scheduler -> probes -> store: the same wiring for the daemon and `check`."""
     metrics = ExporterMetrics(registry)
     store = StatusStore()
+    # One cap on network operations, shared by RDAP requests, DNS and mail checks.
     limiter = asyncio.Semaphore(config.concurrency)
     rdap = RdapClient(config.rdap, limiter=limiter, record=metrics.record_rdap)
-    scheduler = Scheduler(config, store, rdap, metrics, limiter)
+    scheduler = Scheduler(config, store, rdap, metrics, limiter, state_file=state_file)
+    return metrics, store, rdap, scheduler
+
+
+async def _check(config: Config) -> list[DomainStatus]:
+    _metrics, store, rdap, scheduler = _wire(config, CollectorRegistry())
     try:
         await scheduler.check_once([d.name for d in config.domains])
     finally:
