@@ -403,6 +403,11 @@ class Scheduler:
         failure: str | None = None
         for role, source, address in contacts:
             verdict = await self._judge_contact(domain, role, source, address)
+            if verdict.reason == "invalid_address":
+                # Not an address at all (RDAP placeholder text): nothing to judge, and no
+                # DNS failure either, so it neither fails the check nor yields a verdict.
+                log.debug("contact is not an address: domain=%s role=%s", domain, role)
+                continue
             if verdict.deliverable is None:
                 failure = failure or _email_reason(verdict.reason)
                 old = previous.get((role, source, verdict.mail_domain))
