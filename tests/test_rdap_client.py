@@ -348,7 +348,8 @@ def test_private_address_is_refused_without_connecting(
     assert lookup.error == "refused_address"
     assert lookup.server == base
     assert lookup.detail == f"127.0.0.1:{port} resolves to non-public address 127.0.0.1"
-    assert records == []  # no request was counted
+    # Counted under its own outcome (docs/metrics.md), though no connection was made.
+    assert records == [(f"127.0.0.1:{port}", "refused_address")]
     assert not _connected(listener)
 
 
@@ -366,7 +367,7 @@ def test_private_address_is_contacted_when_allowed(tmp_path: Path, listener: soc
 def test_the_documented_port_1_case(tmp_path: Path) -> None:
     lookup, records = _lookup_via_bootstrap(tmp_path, "https://127.0.0.1:1/", allow_private=False)
     assert lookup.error == "refused_address"
-    assert records == []
+    assert records == [("127.0.0.1:1", "refused_address")]
 
 
 @pytest.mark.parametrize(
@@ -398,7 +399,7 @@ def test_non_public_addresses_are_refused(host: str, shown: str | None) -> None:
     assert "non-public address" in lookup.detail
     if shown:
         assert lookup.detail.endswith(f"non-public address {shown}")
-    assert records == []
+    assert records == [(f"{host}:1", "refused_address")]
 
 
 def test_reasons_are_a_small_fixed_set() -> None:
