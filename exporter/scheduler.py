@@ -25,6 +25,7 @@ from typing import Any
 from exporter import mail, nameservers
 from exporter.config import Config, DomainConfig
 from exporter.rdap import RdapClient, RdapLookup
+from exporter.registration import Registration
 from exporter.selfmetrics import ExporterMetrics
 from exporter.store import (
     CheckState,
@@ -301,7 +302,13 @@ class Scheduler:
             return
         for warning in result.registration.warnings if result.registration else ():
             log.debug("RDAP data oddity: domain=%s %s", domain, warning)
+        before = self.store.get(domain)
         self._record(domain, "rdap", ok=True, error=None, changes={"rdap": _rdap_result(result)})
+        if _real_contacts(result.registration) != _real_contacts(
+            before.rdap.registration if before and before.rdap else None
+        ):
+            # New or changed published mailboxes: judge them now, not an e-mail interval later.
+            self.request(domain, "email")
 
     # --- DNS -----------------------------------------------------------------------------------
 
@@ -535,6 +542,10 @@ def _rdap_result(result: RdapLookup) -> RdapResult:
     return RdapResult(
         registered=bool(result.registered), server=result.server, registration=result.registration
     )
+
+
+def _real_contacts(reg: Registration | None) -> set[tuple[str, str]]:
+    return {(c.role, c.email) for c in reg.contacts if c.email} if reg else set()
 
 
 def _registry_nameservers(status: DomainStatus) -> tuple[str, ...] | None:
