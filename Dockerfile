@@ -4,7 +4,7 @@
 #     -v /srv/domainwatch/config.yml:/etc/domainwatch/config.yml:ro \
 #     -v domainwatch-state:/var/lib/domainwatch domainwatch
 # Config is read from /etc/domainwatch/config.yml (mount it read-only); the last results survive
-# restarts in /var/lib/domainwatch/state.json (mount a volume there). See docs/deploy.md.
+# restarts in /var/lib/domainwatch/state.json (mount a volume there). See the Deploy section of README.md.
 
 # ---- build: wheels for the dependencies and for domainwatch itself ----
 FROM python:3.11-slim AS build
