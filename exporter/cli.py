@@ -30,12 +30,12 @@ from exporter.web import WebConfig, WebConfigError, load_web_config, make_app, s
 log = logging.getLogger("domainwatch")
 
 
-def _common_flags(p: argparse.ArgumentParser) -> None:
+def _common_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
     p.add_argument(
         "--config.file",
         dest="config_file",
-        default="config.yaml",
-        help="YAML configuration file (default: %(default)s)",
+        default=config_default,
+        help="YAML configuration file (default: config.yaml)",
     )
     p.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
     p.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
@@ -47,7 +47,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for domain expiry, holds, delegation and contact "
         "mailboxes. Sub-command: 'domainwatch check DOMAIN...' (see 'domainwatch check -h').",
     )
-    _common_flags(p)
+    _common_flags(p, "config.yaml")
     p.add_argument(
         "--web.listen-address",
         dest="listen",
@@ -82,7 +82,7 @@ def _check_parser() -> argparse.ArgumentParser:
         description="Run every check once and print a verdict per domain. Exit code: 0 healthy, "
         "1 needs attention, 2 could not check.",
     )
-    _common_flags(p)
+    _common_flags(p, None)  # optional for check: defaults apply without a file
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("domains", nargs="+", metavar="DOMAIN")
     return p
@@ -173,10 +173,10 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    path = Path(args.config_file)
+    # `check` works without a config file; one that is named must exist.
+    path = Path(args.config_file or "config.yaml")
     try:
-        # The default path is optional for `check`; an explicitly named file must exist.
-        config = load_config(path) if path.exists() or "--config.file" in sys.argv else Config()
+        config = load_config(path) if args.config_file or path.exists() else Config()
     except ConfigError as exc:
         for line in exc.errors:
             print(f"config error: {line}", file=sys.stderr)

@@ -130,14 +130,22 @@ def mail_domain_of(address: str) -> str | None:
     return parts[1] if parts else None
 
 
-def apply_probe(verdict: MailVerdict, probe: ProbeResult | None) -> bool | None:
-    """Combine the DNS verdict with an optional probe: a probe never overrides DNS undeliverable.
+def apply_probe(
+    deliverable: bool | None, reason: str, accepted: bool | None
+) -> tuple[bool | None, str]:
+    """Combine a DNS verdict with an RCPT probe's answer (None: 4xx, timeout, no connection).
 
-    DNS unknown stays unknown; DNS deliverable becomes False only on an explicit 5xx to RCPT.
+    A probe only refines a DNS "deliverable": 5xx makes it 0 (`smtp_rejected`), a 4xx or a
+    failed probe makes it unknown (`smtp_unknown`), 2xx leaves it. It never overrides a DNS
+    "undeliverable", and DNS unknown stays unknown.
     """
-    if verdict.deliverable is not True or probe is None:
-        return verdict.deliverable
-    return probe.accepted is not False
+    if deliverable is not True:
+        return deliverable, reason
+    if accepted is False:
+        return False, "smtp_rejected"
+    if accepted is None:
+        return None, "smtp_unknown"
+    return True, reason
 
 
 async def check_mail_domain(

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -186,7 +185,6 @@ class RdapClient:
     ) -> None:
         self.settings = settings
         self.bootstrap = builtin_bootstrap()
-        self.bootstrap_loaded_at: float | None = None
         self._limiter = limiter or asyncio.Semaphore(64)
         self._record = record or (lambda server, outcome: None)
         self._pacers: dict[str, HostPacer] = {}
@@ -241,7 +239,6 @@ class RdapClient:
                 exc,
             )
             return False
-        self.bootstrap_loaded_at = time.time()
         log.info(
             "RDAP bootstrap loaded: source=%s suffixes=%d publication=%s",
             source,
@@ -276,10 +273,6 @@ class RdapClient:
             )
             self._pacers[netloc] = pacer
         return pacer
-
-    def pause_remaining(self, netloc: str) -> float:
-        pacer = self._pacers.get(netloc)
-        return pacer.paused_for if pacer else 0.0
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -441,18 +434,3 @@ class RdapClient:
             if not ip.is_global:
                 raise _Failure("refused_address", f"{server} resolves to non-public address {ip}")
         self._safe_hosts[host] = time.monotonic() + _ADDRESS_CACHE_SECONDS
-
-
-def describe(lookup: RdapLookup) -> dict[str, Any]:
-    """A JSON-friendly view (no contact addresses) for logs and the `check` command."""
-    reg = lookup.registration
-    return {
-        "success": lookup.success,
-        "error": lookup.error,
-        "detail": lookup.detail or None,
-        "registered": lookup.registered,
-        "rdap_server": lookup.server,
-        "registrar_error": lookup.registrar_error,
-        "expiry": reg.expiry.isoformat() if reg and reg.expiry else None,
-        "statuses": list(reg.statuses) if reg else [],
-    }

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from exporter.names import to_unicode
+from exporter.registration import DYING_STATUSES, HOLD_STATUSES
 from exporter.store import DomainStatus
 
 EXPIRY_WARNING_DAYS = 30.0
@@ -30,9 +31,9 @@ def problems(s: DomainStatus, now: float) -> list[str]:
                 elif days < EXPIRY_WARNING_DAYS:
                     out.append(f"expires in {days:.1f} days")
             for st in reg.statuses:
-                if st in ("client hold", "server hold"):
+                if st in HOLD_STATUSES:
                     out.append(f"on hold ({st})")
-                elif st in ("pending delete", "redemption period", "pending restore"):
+                elif st in DYING_STATUSES:
                     out.append(f"dying ({st})")
     if s.dns is not None:
         if s.dns.delegated is False:

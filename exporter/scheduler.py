@@ -441,12 +441,7 @@ class Scheduler:
                 deliverable, reason = False, problem
         if deliverable is True and self.config.email.smtp_probe and verdict.mx_hosts:
             accepted = await self._smtp_verdict(address, verdict.mx_hosts)
-            # A probe can only confirm or refute what DNS said was possible; it never
-            # overrides a DNS "undeliverable".
-            if accepted is False:
-                deliverable, reason = False, "smtp_rejected"
-            elif accepted is None:
-                deliverable, reason = None, "smtp_unknown"
+            deliverable, reason = mail.apply_probe(deliverable, reason, accepted)
         log.debug(
             "contact judged: domain=%s role=%s mail_domain=%s deliverable=%s reason=%s",
             domain,
@@ -476,7 +471,7 @@ class Scheduler:
         now = self._clock()
         monitored = self.store.get(zone)
         if monitored is not None and monitored.rdap is not None:
-            return _registration_problem(monitored.rdap.registered, monitored.rdap, now)
+            return _registration_problem(monitored.rdap, now)
         cached = self._mail_registrations.get(zone)
         if cached and cached.expires > now:
             return cached.problem
@@ -484,7 +479,7 @@ class Scheduler:
         if not result.success:
             log.debug("mail domain registration unknown: zone=%s reason=%s", zone, result.error)
             return None
-        problem = _registration_problem(bool(result.registered), _rdap_result(result), now)
+        problem = _registration_problem(_rdap_result(result), now)
         ttl = min(MAIL_REGISTRATION_TTL, self.config.rdap.interval)
         self._mail_registrations[zone] = _MailRegistration(now + ttl, problem)
         return problem
@@ -554,8 +549,8 @@ def _registry_nameservers(status: DomainStatus) -> tuple[str, ...] | None:
     return status.rdap.registration.nameservers
 
 
-def _registration_problem(registered: bool, rdap: RdapResult, now: float) -> str | None:
-    if not registered:
+def _registration_problem(rdap: RdapResult, now: float) -> str | None:
+    if not rdap.registered:
         return "mail_domain_unregistered"
     reg = rdap.registration
     if reg is None:

@@ -617,17 +617,16 @@ def test_pacer_delays_a_real_second_probe(
 @pytest.mark.parametrize(
     ("dns_verdict", "probe_accepted", "combined"),
     [
-        (False, True, False),  # a probe never overrides DNS undeliverable
-        (None, True, None),
-        (True, None, True),  # 4xx / timeouts leave the DNS answer standing
-        (True, False, False),
-        (True, True, True),
+        ((False, "null_mx"), True, (False, "null_mx")),  # never overrides DNS undeliverable
+        ((None, "timeout"), True, (None, "timeout")),
+        ((True, "mx_ok"), None, (None, "smtp_unknown")),  # 4xx / timeout: unknown (issue 3)
+        ((True, "mx_ok"), False, (False, "smtp_rejected")),
+        ((True, "mx_ok"), True, (True, "mx_ok")),
     ],
 )
 def test_apply_probe(
-    dns_verdict: bool | None, probe_accepted: bool | None, combined: bool | None
+    dns_verdict: tuple[bool | None, str],
+    probe_accepted: bool | None,
+    combined: tuple[bool | None, str],
 ) -> None:
-    verdict = MailVerdict(dns_verdict, "mx_ok", (), None)
-    result = ProbeResult(probe_accepted, None, "mx", "")
-    assert apply_probe(verdict, result) is combined
-    assert apply_probe(verdict, None) is dns_verdict
+    assert apply_probe(*dns_verdict, probe_accepted) == combined

@@ -25,7 +25,6 @@ from exporter.rdap import (
     RdapClient,
     RdapLookup,
     builtin_bootstrap,
-    describe,
     parse_bootstrap,
     retry_after_seconds,
 )
@@ -283,16 +282,6 @@ def test_unsupported_tld_needs_no_network() -> None:
         detail="no RDAP service in bootstrap or rdap.servers",
     )
     assert records == []
-    assert describe(lookup) == {
-        "success": False,
-        "error": "unsupported_tld",
-        "detail": "no RDAP service in bootstrap or rdap.servers",
-        "registered": None,
-        "rdap_server": None,
-        "registrar_error": None,
-        "expiry": None,
-        "statuses": [],
-    }
 
 
 # --- RdapClient: private-address refusal ---------------------------------------------------
