@@ -23,12 +23,20 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "expiry_days",
         "domain_expiry_days",
-        "Days until the registry's expiration date (negative once past)." + _CACHED,
+        "Days until the registration stops being paid for: the earlier of the registry's and "
+        "the registrar's expiration (negative once past)." + _CACHED,
     ),
     (
         "expiry_ts",
         "domain_expiry_timestamp_seconds",
-        "Registry expiration date as Unix time." + _CACHED,
+        "When the registration stops being paid for (the earlier of the registry's and the "
+        "registrar's expiration) as Unix time." + _CACHED,
+    ),
+    (
+        "registry_expiry_ts",
+        "domain_registry_expiry_timestamp_seconds",
+        "The registry's own expiration date as Unix time (auto-renewing registries move it "
+        "a year ahead at expiry)." + _CACHED,
     ),
     (
         "registrar_expiry_ts",
@@ -38,7 +46,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "registered",
         "domain_registered",
-        "1 if the registry knows the domain, 0 if its RDAP answered 404." + _CACHED,
+        "1 if the registry knows the domain, 0 if its RDAP answered 404, confirmed by a second "
+        "404 a hold interval later or by an authoritative NXDOMAIN at the parent." + _CACHED,
     ),
     (
         "hold",
@@ -70,8 +79,14 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "mismatch",
         "domain_nameserver_mismatch",
-        "1 if the parent zone's delegation differs from the expected, registry or child NS set; "
-        "absent when the delegation could not be measured." + _CACHED,
+        "1 if the parent zone's delegation differs from the expected NS set (if configured), "
+        "else from the registry's (confirmed by a fresh RDAP read); absent when the domain is "
+        "not delegated or the delegation could not be measured." + _CACHED,
+    ),
+    (
+        "inconsistent",
+        "domain_nameserver_inconsistent",
+        "1 if the parent zone's NS set differs from the child zone's apex NS set." + _CACHED,
     ),
     (
         "ns_info",
@@ -86,7 +101,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "delegated",
         "domain_delegated",
-        "1 if the parent zone delegates the domain, 0 if it answers NXDOMAIN." + _CACHED,
+        "1 if the parent zone delegates the domain, 0 if its servers answer NXDOMAIN "
+        "authoritatively." + _CACHED,
     ),
     (
         "deliverable",
@@ -106,6 +122,18 @@ _NAMES = {key: name for key, name, _doc in FAMILIES}
 _TIME_DEPENDENT = "expiry_days"
 
 Sample = tuple[str, dict[str, str], float]
+
+# Label values from remote data (registrar names, statuses) are cut to this many characters,
+# after control characters are removed: a hostile registry must not inflate every scrape.
+MAX_REMOTE_LABEL = 200
+_CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)])
+
+
+def remote_label(value: str | None) -> str:
+    """A label value taken from a server we do not control."""
+    if not value:
+        return ""
+    return value.translate(_CONTROL)[:MAX_REMOTE_LABEL]
 
 
 class DomainCollector(Collector):
@@ -188,9 +216,10 @@ def _line(name: str, labels: dict[str, str], value: float) -> str:
 
 def _expiry_days(s: DomainStatus, now: float) -> list[Sample]:
     reg = s.rdap.registration if s.rdap else None
-    if reg is None or reg.expiry is None:
+    paid_until = reg.paid_until if reg is not None else None
+    if paid_until is None:
         return []
-    days = round((reg.expiry.timestamp() - now) / 86400.0, 4)
+    days = round((paid_until.timestamp() - now) / 86400.0, 4)
     return [("expiry_days", {**s.labels, "domain": s.name}, days)]
 
 
@@ -215,25 +244,29 @@ def _domain_samples(s: DomainStatus, now: float) -> list[Sample]:
             add("error", 1.0, check=kind, reason=c.error)
 
     if s.rdap is not None:
-        add("registered", 1.0 if s.rdap.registered else 0.0)
+        if s.rdap.registered is not None:
+            add("registered", 1.0 if s.rdap.registered else 0.0)
         reg = s.rdap.registration
         if reg is not None:
+            paid_until = reg.paid_until
+            if paid_until is not None:
+                add("expiry_ts", paid_until.timestamp())
             if reg.expiry is not None:
-                add("expiry_ts", reg.expiry.timestamp())
+                add("registry_expiry_ts", reg.expiry.timestamp())
             if reg.registrar_expiry is not None:
                 add("registrar_expiry_ts", reg.registrar_expiry.timestamp())
             # Statuses are only known when the registry listed some; an absent list is not
             # "no hold", so the hold flag is left out too.
             if reg.statuses:
                 add("hold", 1.0 if reg.on_hold else 0.0)
-                for st in reg.statuses:
+                for st in sorted({remote_label(st) for st in reg.statuses}):
                     add("status", 1.0, status=st)
             add(
                 "info",
                 1.0,
-                registrar=reg.registrar or "",
-                registrar_iana_id=reg.registrar_iana_id or "",
-                rdap_server=s.rdap.server or "",
+                registrar=remote_label(reg.registrar),
+                registrar_iana_id=remote_label(reg.registrar_iana_id),
+                rdap_server=remote_label(s.rdap.server),
             )
 
     for ns in s.expected_nameservers:
@@ -251,6 +284,8 @@ def _domain_samples(s: DomainStatus, now: float) -> list[Sample]:
             add("delegated", 1.0 if d.delegated else 0.0)
         if d.mismatch is not None:
             add("mismatch", 1.0 if d.mismatch else 0.0)
+        if d.inconsistent is not None:
+            add("inconsistent", 1.0 if d.inconsistent else 0.0)
         for ns, reason in sorted(d.lame.items()):
             add("lame", 0.0 if reason is None else 1.0, nameserver=ns)
 

@@ -76,6 +76,15 @@ class Registration:
     def dying(self) -> bool:
         return bool(DYING_STATUSES.intersection(self.statuses))
 
+    @property
+    def paid_until(self) -> datetime | None:
+        """When the registration stops being paid for: the earlier of the registry's expiration
+        and the registrar's own. At expiry .com-style registries auto-renew for a year (status
+        `auto renew period`) while the registrar may still delete within 45 days, so only the
+        registrar's date tells that nobody paid."""
+        dates = [d for d in (self.expiry, self.registrar_expiry) if d is not None]
+        return min(dates) if dates else None
+
 
 def normalise_status(raw: str) -> str:
     """'clientHold', 'CLIENT HOLD', 'clientHold https://icann.org/epp#clientHold' all become

@@ -20,12 +20,15 @@ SOURCES = ("expected", "registry", "parent", "child")
 def problems(s: DomainStatus, now: float) -> list[str]:
     out: list[str] = []
     if s.rdap is not None:
-        if not s.rdap.registered:
-            out.append("not registered (registry answered 404)")
+        if s.rdap.registered is False:
+            out.append("not registered (registry answered 404, confirmed)")
+        elif s.rdap.not_found_since is not None:
+            out.append("registry answered 404 (not yet confirmed)")
         reg = s.rdap.registration
         if reg is not None:
-            if reg.expiry is not None:
-                days = (reg.expiry.timestamp() - now) / 86400
+            paid_until = reg.paid_until
+            if paid_until is not None:
+                days = (paid_until.timestamp() - now) / 86400
                 if days <= 0:
                     out.append(f"expired {-days:.1f} days ago")
                 elif days < EXPIRY_WARNING_DAYS:
@@ -40,6 +43,8 @@ def problems(s: DomainStatus, now: float) -> list[str]:
             out.append(f"not delegated: parent zone {s.dns.parent_zone} answers NXDOMAIN")
         if s.dns.mismatch:
             out.append("nameserver mismatch")
+        if s.dns.inconsistent:
+            out.append("parent and child NS sets differ")
         for ns, reason in sorted(s.dns.lame.items()):
             if reason is not None:
                 out.append(f"lame nameserver {ns} ({reason})")
@@ -90,10 +95,11 @@ def as_json(s: DomainStatus, now: float | None = None) -> dict[str, Any]:
             "success": rdap_state.success,
             "error": rdap_state.error,
             "registered": s.rdap.registered if s.rdap else None,
-            "expiry": reg.expiry.isoformat() if reg and reg.expiry else None,
-            "expiry_days": round((reg.expiry.timestamp() - now) / 86400, 2)
-            if reg and reg.expiry
+            "expiry": reg.paid_until.isoformat() if reg and reg.paid_until else None,
+            "expiry_days": round((reg.paid_until.timestamp() - now) / 86400, 2)
+            if reg and reg.paid_until
             else None,
+            "registry_expiry": reg.expiry.isoformat() if reg and reg.expiry else None,
             "registrar_expiry": reg.registrar_expiry.isoformat()
             if reg and reg.registrar_expiry
             else None,
@@ -112,6 +118,7 @@ def as_json(s: DomainStatus, now: float | None = None) -> dict[str, Any]:
         "parent_zone": s.dns.parent_zone if s.dns else None,
         "delegated": s.dns.delegated if s.dns else None,
         "mismatch": s.dns.mismatch if s.dns else None,
+        "inconsistent": s.dns.inconsistent if s.dns else None,
         "nameservers": _ns_sets(s),
         "lame": {ns: r for ns, r in sorted(s.dns.lame.items()) if r} if s.dns else {},
     }

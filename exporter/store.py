@@ -40,9 +40,14 @@ class CheckState:
 
 @dataclass(frozen=True)
 class RdapResult:
-    registered: bool
+    # True: the registry answered the domain object. False: a *confirmed* 404 (two 404s at least
+    # rdap.hold_interval apart, or a 404 plus an authoritative NXDOMAIN at the parent). None: not
+    # known yet (a first, unconfirmed 404 and nothing read before).
+    registered: bool | None
     server: str | None
     registration: Registration | None  # None when not registered
+    read_at: float | None = None  # Unix time the registration data above was read
+    not_found_since: float | None = None  # first 404 of an unconfirmed (or confirmed) deletion
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,11 @@ class DnsResult:
     delegated: bool | None
     lame: Mapping[str, str | None]  # nameserver -> reason, None when it answered properly
     mismatch: bool | None
+    inconsistent: bool | None = None  # parent set != child apex NS set
+    # When the parent and the registry were first seen to differ (None while they agree): the
+    # registry's word counts once an RDAP read finished after this (verdicts.nameserver_verdict).
+    disagree_since: float | None = None
+    measured_at: float | None = None  # Unix time of the measurement
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,31 @@ STATUSES = [
     ),
     DomainStatus(name="never.example", expected_nameservers=("ns1.example.net",)),
     DomainStatus(
+        # Auto-renewed by the registry (a year ahead) but not paid at the registrar: the
+        # earlier, registrar date is the expiry; a hostile registrar name is cleaned.
+        name="autorenew.example",
+        rdap=RdapResult(
+            registered=True,
+            server=SERVER,
+            registration=reg(
+                "autorenew.example",
+                expiry=ts(360),
+                registrar_expiry=ts(-5),
+                statuses=("auto renew period",),
+                registrar="Evil\x00Registrar\n" + "x" * 300,
+            ),
+        ),
+        checks={"rdap": ok(NOW - 60)},
+    ),
+    DomainStatus(
+        # A first, unconfirmed 404 with nothing read before: registered is absent.
+        name="pending404.example",
+        rdap=RdapResult(
+            registered=None, server=SERVER, registration=None, not_found_since=NOW - 60
+        ),
+        checks={"rdap": ok(NOW - 60)},
+    ),
+    DomainStatus(
         name="failed.example",
         rdap=RdapResult(registered=True, server=SERVER, registration=reg("failed.example")),
         checks={
@@ -147,6 +172,7 @@ STATUSES = [
             delegated=True,
             lame={"a.ns.example": None, "b.ns.example": "timeout"},
             mismatch=True,
+            inconsistent=True,
         ),
         checks={
             "rdap": ok(NOW - 300),
@@ -327,7 +353,17 @@ def test_not_registered(registry: CollectorRegistry) -> None:
 
 def test_expiry_days_uses_the_frozen_clock(registry: CollectorRegistry) -> None:
     assert v(registry, "domain_expiry_days", domain="held.example") == -3.0
-    assert v(registry, "domain_expiry_days", domain="healthy.example", team="web") == 90.0
+    # The registrar's date (89.5 days) is earlier than the registry's (90): it wins.
+    assert v(registry, "domain_expiry_days", domain="healthy.example", team="web") == 89.5
+    assert (
+        v(
+            registry,
+            "domain_registry_expiry_timestamp_seconds",
+            domain="healthy.example",
+            team="web",
+        )
+        == NOW + 90 * DAY
+    )
     assert (
         v(
             registry,
@@ -415,3 +451,30 @@ def test_removed_domain_series_vanish() -> None:
 
 def _replace_with(status: DomainStatus) -> Callable[[DomainStatus], DomainStatus]:
     return lambda _old: status
+
+
+def test_auto_renewed_but_unpaid_counts_down_to_the_registrar_date(
+    registry: CollectorRegistry,
+) -> None:
+    # The registry moved its date a year ahead; the registrar's says it lapsed 5 days ago.
+    assert v(registry, "domain_expiry_days", domain="autorenew.example") == -5.0
+    assert v(registry, "domain_expiry_timestamp_seconds", domain="autorenew.example") == (
+        NOW - 5 * DAY
+    )
+    assert v(registry, "domain_registry_expiry_timestamp_seconds", domain="autorenew.example") == (
+        NOW + 360 * DAY
+    )
+
+
+def test_unconfirmed_404_leaves_registered_absent(registry: CollectorRegistry) -> None:
+    assert v(registry, "domain_registered", domain="pending404.example") is None
+    assert v(registry, "domain_registered", domain="gone.example") == 0.0
+
+
+def test_remote_label_values_are_cleaned_and_capped(registry: CollectorRegistry) -> None:
+    text = generate_latest(registry).decode("utf-8")
+    line = next(x for x in text.splitlines() if 'domain_info{domain="autorenew.example"' in x)
+    registrar = line.split('registrar="', 1)[1].split('"', 1)[0]
+    assert registrar.startswith("EvilRegistrar")
+    assert len(registrar) == 200
+    assert "\\x00" not in line and "\\n" not in registrar
