@@ -8,14 +8,15 @@ run shows the user everything to fix.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from exporter import yamlload
 from exporter.names import InvalidName, to_alabel
 
 DEFAULT_BOOTSTRAP = "https://data.iana.org/rdap/dns.json"
@@ -44,6 +45,28 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# A config file is a few MB even for 100k domains; the cap bounds what a wrong path
+# (/dev/zero, a log file) can cost.
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+# Longer than any duration anyone means; keeps timers far from OverflowError.
+MAX_DURATION = 3650 * 86400.0
+MAX_ERRORS = 100
+_MAX_NAME_CHARS = 1000  # DNS names are <= 253; a cheap bound before IDNA work
+# WHATWG URL "ends in a number": such a host is parsed as IPv4 (127.1, 0x7f.1), never as a name.
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9a-fA-F]*)$")
+
+# Values are echoed in error messages; a 10 MB string or a huge nested list must not be.
+_repr = reprlib.Repr()
+_repr.maxstring = 80
+_repr.maxother = 80
+_repr.maxlong = 40
+_repr.maxlevel = 2
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 4
+
+
+def _show(value: object) -> str:
+    """repr() bounded in size and effort, for error messages."""
+    return _repr.repr(value)
 
 
 class ConfigError(Exception):
@@ -119,9 +142,9 @@ class Config:
 def parse_duration(text: object) -> float:
     """'90s', '5m', '1h30m', '1d' -> seconds. Raises ValueError with a readable message."""
     if isinstance(text, bool) or not isinstance(text, str | int | float):
-        raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 5m, 6h, 1d)")
+        raise ValueError(f"{_show(text)} is not a duration (use e.g. 90s, 5m, 6h, 1d)")
     if isinstance(text, int | float):
-        raise ValueError(f"{text!r} has no unit (use e.g. {text}s)")
+        raise ValueError(f"{_show(text)} has no unit (use e.g. {_show(text)}s)")
     s = text.strip()
     pos, total = 0, 0.0
     for m in _DURATION_PART.finditer(s):
@@ -130,7 +153,9 @@ def parse_duration(text: object) -> float:
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s) or not s:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 5m, 6h, 1d)")
+        raise ValueError(f"{_show(text)} is not a duration (use e.g. 90s, 5m, 6h, 1d)")
+    if not total <= MAX_DURATION:  # also catches inf from a 400-digit number
+        raise ValueError(f"{_show(text)} is longer than {MAX_DURATION / 86400:.0f}d")
     return total
 
 
@@ -151,7 +176,7 @@ class _Reader:
             return {}
         for key in value:
             if key not in allowed:
-                self.error(_join(path, str(key)), "unknown key")
+                self.error(_join(path, _key(key)), "unknown key")
         return {str(k): v for k, v in value.items() if k in allowed}
 
     def get(
@@ -175,6 +200,12 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _key(key: object) -> str:
+    """A mapping key as it appears in an error path, bounded in length."""
+    text = key if isinstance(key, str) else _show(key)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 _TOP = "(top level)"
 
 
@@ -186,39 +217,41 @@ def _kind(value: object) -> str:
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, got {value!r}")
+        raise ValueError(f"must be true or false, got {_show(value)}")
     return value
 
 
 def _positive_duration(value: object) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
+        raise ValueError(f"{_show(value)} must be longer than zero")
     return seconds
 
 
 def _positive_number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         # `not > 0` rather than `<= 0`: NaN compares false both ways.
-        raise ValueError(f"must be a number greater than zero, got {value!r}")
+        raise ValueError(f"must be a number greater than zero, got {_show(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number greater than zero, got {_show(value)}")
     return float(value)
 
 
 def _positive_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"must be a whole number greater than zero, got {value!r}")
+        raise ValueError(f"must be a whole number greater than zero, got {_show(value)}")
     return value
 
 
 def _port(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise ValueError(f"must be a port number 1-65535, got {value!r}")
+        raise ValueError(f"must be a port number 1-65535, got {_show(value)}")
     return value
 
 
 def _string(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a non-empty string, got {value!r}")
+        raise ValueError(f"must be a non-empty string, got {_show(value)}")
     return value
 
 
@@ -227,7 +260,7 @@ def _optional_file(value: object) -> str | None:
         return None
     path = _string(value)
     if not _is_file(path):
-        raise ValueError(f"file {path!r} does not exist")
+        raise ValueError(f"file {_show(path)} does not exist")
     return path
 
 
@@ -243,7 +276,7 @@ def _url_or_file(value: object) -> str:
     if text.startswith(("https://", "http://")):
         return text
     if not _is_file(text):
-        raise ValueError(f"{text!r:.200} is neither an http(s) URL nor an existing file")
+        raise ValueError(f"{_show(text)} is neither an http(s) URL nor an existing file")
     return text
 
 
@@ -254,9 +287,9 @@ def _server_address(value: object) -> str:
         # An IP, not a name: resolving the resolver would need a resolver.
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"{text!r} is not an 'ip' or 'ip:port' address") from None
+        raise ValueError(f"{_show(text)} is not an 'ip' or 'ip:port' address") from None
     if not 0 < port < 65536:
-        raise ValueError(f"{text!r} has an invalid port")
+        raise ValueError(f"{_show(text)} has an invalid port")
     return text
 
 
@@ -269,6 +302,8 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
+    if len(port) > 5:  # int() of a 5,000-digit string raises; no port is that long
+        return host, -1
     try:
         return host, int(port) if port else default_port
     except ValueError:
@@ -293,12 +328,29 @@ def _string_list(
 
 
 def _hostname(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a host name")
+    if not isinstance(value, str) or len(value) > _MAX_NAME_CHARS:
+        raise ValueError(f"{_show(value)} is not a host name")
+    if is_ip_literal(value):
+        raise ValueError(f"{_show(value)} is an IP address, not a host name")
     try:
         return to_alabel(value)
     except InvalidName:
-        raise ValueError(f"{value!r} is not a host name") from None
+        raise ValueError(f"{_show(value)} is not a host name") from None
+
+
+def is_ip_literal(text: str) -> bool:
+    """True for what a resolver or URL parser would take as an address, not a name:
+    '192.0.2.1', '::1', '[2001:db8::1]', 'fe80::1%eth0', and WHATWG's IPv4 forms whose last
+    label is a number ('127.1', '0x7f.0.0.1')."""
+    t = text.strip().rstrip(".")
+    if t.startswith("[") and t.endswith("]"):
+        t = t[1:-1]
+    try:
+        ipaddress.ip_address(t.split("%", 1)[0])
+        return True
+    except ValueError:
+        pass
+    return bool(_NUMERIC_LABEL.match(t.rsplit(".", 1)[-1])) and "." in t
 
 
 def _read_rdap(r: _Reader, value: object) -> RdapSettings:
@@ -310,14 +362,16 @@ def _read_rdap(r: _Reader, value: object) -> RdapSettings:
         raw_value, "rdap.servers", set(raw_value) if isinstance(raw_value, dict) else set()
     )
     for tld, url in raw_servers.items():
-        path = f"rdap.servers.{tld}"
+        path = f"rdap.servers.{_key(tld)}"
         try:
+            if len(tld) > _MAX_NAME_CHARS:
+                raise InvalidName(tld)
             key = to_alabel(tld)
         except InvalidName:
-            r.error(path, f"{tld!r} is not a TLD or suffix")
+            r.error(path, f"{_show(tld)} is not a TLD or suffix")
             continue
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            r.error(path, f"{url!r} is not an http(s) URL")
+            r.error(path, f"{_show(url)} is not an http(s) URL")
             continue
         servers[key] = url
     return RdapSettings(
@@ -379,14 +433,17 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
         r.error(path, "missing required key 'name'")
         return None
     name_raw = raw["name"]
+    if isinstance(name_raw, str) and is_ip_literal(name_raw):
+        r.error(f"{path}.name", f"{_show(name_raw)} is an IP address, not a domain name")
+        return None
     try:
-        if not isinstance(name_raw, str):
-            raise InvalidName(str(name_raw))
+        if not isinstance(name_raw, str) or len(name_raw) > _MAX_NAME_CHARS:
+            raise InvalidName("")
         name = to_alabel(name_raw)
         if "." not in name:
             raise InvalidName(name_raw)
     except InvalidName:
-        r.error(f"{path}.name", f"{name_raw!r} is not a domain name")
+        r.error(f"{path}.name", f"{_show(name_raw)} is not a domain name")
         return None
 
     nameservers = _string_list(r, raw.get("nameservers"), f"{path}.nameservers", _hostname)
@@ -402,7 +459,7 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
         role_ok = isinstance(role, str) and bool(_LABEL_NAME.match(role)) and role[:2] != "__"
         email_ok = isinstance(email, str) and bool(_EMAIL.match(email.strip()))
         if not role_ok:
-            r.error(f"{cpath}.role", f"{role!r} must be a word such as registrant, technical")
+            r.error(f"{cpath}.role", f"{_show(role)} must be a word such as registrant, technical")
         if not email_ok:
             # Never echo the address back: config errors end up in logs.
             r.error(f"{cpath}.email", "missing or not an e-mail address")
@@ -415,13 +472,15 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
     if raw_labels is not None and not isinstance(raw_labels, dict):
         r.error(f"{path}.labels", f"must be a mapping, got {_kind(raw_labels)}")
     for key, val in (raw_labels or {}).items() if isinstance(raw_labels, dict) else ():
-        lpath = f"{path}.labels.{key}"
+        lpath = f"{path}.labels.{_key(key)}"
         if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
-            r.error(lpath, f"{key!r} is not a valid Prometheus label name")
+            r.error(lpath, f"{_show(key)} is not a valid Prometheus label name")
         elif key in RESERVED_LABELS:
-            r.error(lpath, f"{key!r} is reserved for domainwatch's own labels")
+            r.error(lpath, f"{_show(key)} is reserved for domainwatch's own labels")
         elif not isinstance(val, str | int | float) or isinstance(val, bool):
             r.error(lpath, f"value must be a string, got {_kind(val)}")
+        elif isinstance(val, float) and not math.isfinite(val):
+            r.error(lpath, f"value must be a string or a finite number, got {_show(val)}")
         else:
             labels[key] = str(val)
     return DomainConfig(
@@ -454,28 +513,43 @@ def parse_config(document: object) -> Config:
         if dom is None:
             continue
         if dom.name in seen:
-            r.error(f"domains[{i}].name", f"{dom.name!r} duplicates domains[{seen[dom.name]}]")
+            r.error(f"domains[{i}].name", f"{_show(dom.name)} duplicates domains[{seen[dom.name]}]")
             continue
         seen[dom.name] = i
         domains.append(dom)
     if errors:
+        if len(errors) > MAX_ERRORS:  # a generated file can hold 100k mistakes; 100 show the kind
+            errors = [*errors[:MAX_ERRORS], f"... and {len(errors) - MAX_ERRORS} more problems"]
         raise ConfigError(errors)
     return Config(rdap=rdap, dns=dns, email=email, domains=tuple(domains), concurrency=concurrency)
 
 
+def config_warnings(config: Config) -> list[str]:
+    """Things that are valid but probably not meant; `--config.check` prints them (exit 0)."""
+    return [] if config.domains else ["no domains configured"]
+
+
 def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file. Raises ConfigError (never anything else)."""
+    """Read and validate a YAML config file. Raises ConfigError (never anything else), whatever
+    the file holds: size, nesting, aliases, numbers and encodings are all bounded."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+        with Path(path).open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError([f"{path}: cannot read: {reason}"]) from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB"])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from exc
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path}: {where}invalid YAML: {problem}"]) from exc
-    return parse_config(document)
+        document = yamlload.load(text)
+    except yamlload.YamlProblem as exc:
+        raise ConfigError([f"{path}: {line}" for line in exc.lines]) from None
+    try:
+        return parse_config(document)
+    except (RecursionError, MemoryError, ValueError, TypeError) as exc:
+        # The loader bounds depth and size, so this is a bug; still a config error, not a crash.
+        raise ConfigError([f"{path}: cannot read config: {type(exc).__name__}"]) from None

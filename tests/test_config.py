@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from exporter.config import (
     DomainConfig,
     EmailSettings,
     RdapSettings,
+    config_warnings,
     load_config,
     parse_config,
     parse_duration,
@@ -467,3 +469,236 @@ def test_config_check_good_file_exits_0() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"{path}: OK, 3 domains"
     assert "Traceback" not in proc.stderr
+
+
+# --- hostile and ambiguous input (issue 8): only ConfigError, one clear line each ----------
+
+
+def _load_text(tmp_path: Path, text: str | bytes) -> list[str]:
+    path = tmp_path / "config.yaml"
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    path.write_bytes(text)
+    return [line.removeprefix(f"{path}: ") for line in _errors(path)]
+
+
+def test_duplicate_keys_are_errors_naming_the_key_path(tmp_path: Path) -> None:
+    text = (
+        "rdap:\n"
+        "  interval: 1h\n"
+        "  timeout: 5s\n"
+        "  interval: 2h\n"
+        "domains:\n"
+        "  - name: example.com\n"
+        "    labels: {team: web, team: ops}\n"
+        "    name: example.org\n"
+        "rdap:\n"
+        "  timeout: 1s\n"
+    )
+    assert _load_text(tmp_path, text) == [  # in file order
+        "rdap.interval: duplicate key (line 4, first at line 2)",
+        "domains[0].labels.team: duplicate key (line 7, first at line 7)",
+        "domains[0].name: duplicate key (line 8, first at line 6)",
+        "rdap: duplicate key (line 9, first at line 1)",
+    ]
+
+
+def test_keys_equal_after_yaml_typing_are_duplicates(tmp_path: Path) -> None:
+    # `1` and `0x1` are the same integer key once parsed: the second silently won before.
+    assert _load_text(tmp_path, "domains:\n  - name: a.example\n    labels: {1: a, 0x1: b}\n") == [
+        "domains[0].labels.0x1: duplicate key (line 3, first at line 3)"
+    ]
+
+
+def test_merge_keys_may_override_without_being_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "base: &base {team: web, tier: '1'}\n"
+        "domains:\n  - name: example.com\n    labels: {<<: *base, tier: '2'}\n".replace(
+            "base: &base", "domains_base: &base"
+        ),
+        encoding="utf-8",
+    )
+    # The anchor host key is unknown (reported), but the merge itself is not a duplicate.
+    assert _errors(path) == ["domains_base: unknown key"]
+    path.write_text(
+        "domains:\n  - &d {name: example.com, labels: {team: web}}\n"
+        "  - {<<: *d, name: example.org}\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert [(d.name, dict(d.labels)) for d in config.domains] == [
+        ("example.com", {"team": "web"}),
+        ("example.org", {"team": "web"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "rdap: {requests_per_second: .inf}",
+            "rdap.requests_per_second: must be a finite number greater than zero, got inf",
+        ),
+        (
+            "rdap: {requests_per_second: 1.0e+999}",
+            "rdap.requests_per_second: must be a finite number greater than zero, got inf",
+        ),
+        (
+            "rdap: {requests_per_second: -.inf}",
+            "rdap.requests_per_second: must be a number greater than zero, got -inf",
+        ),
+        (
+            "rdap: {requests_per_second: .NaN}",
+            "rdap.requests_per_second: must be a number greater than zero, got nan",
+        ),
+        (
+            "domains: [{name: example.com, labels: {weight: .inf}}]",
+            "domains[0].labels.weight: value must be a string or a finite number, got inf",
+        ),
+        (
+            "domains: [{name: example.com, labels: {weight: .nan}}]",
+            "domains[0].labels.weight: value must be a string or a finite number, got nan",
+        ),
+        ("dns: {interval: 3651d}", "dns.interval: '3651d' is longer than 3650d"),
+    ],
+    ids=["inf", "overflow", "minus-inf", "nan", "label-inf", "label-nan", "too-long"],
+)
+def test_non_finite_numbers_are_errors(tmp_path: Path, text: str, expected: str) -> None:
+    assert _load_text(tmp_path, text) == [expected]
+
+
+def test_a_400_digit_duration_is_not_infinity(tmp_path: Path) -> None:
+    (line,) = _load_text(tmp_path, "rdap: {interval: " + "9" * 400 + "s}")
+    assert line.startswith("rdap.interval: '999") and line.endswith("s' is longer than 3650d")
+    assert len(line) < 200
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "127.0.0.1",
+        "192.0.2.1.",
+        "::1",
+        "[::1]",
+        "[2001:db8::1]",
+        "2001:db8::1",
+        "fe80::1%eth0",
+        "::ffff:127.0.0.1",
+        "127.1",
+        "0x7f.0.0.1",
+        "10.0.0.010",
+    ],
+)
+def test_ip_literals_are_not_domain_names(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"domains": [name]})
+    assert info.value.errors == [f"domains[0].name: {name!r} is an IP address, not a domain name"]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"domains": [{"name": "example.com", "nameservers": [name]}]})
+    assert info.value.errors == [
+        f"domains[0].nameservers[0]: {name!r} is an IP address, not a host name"
+    ]
+
+
+@pytest.mark.parametrize("name", ["1.example", "123.example.com", "example.x1", "0x.example"])
+def test_numeric_labels_before_the_last_are_names(name: str) -> None:
+    assert parse_config({"domains": [name]}).domains[0].name == name
+
+
+_LAUGHS = "".join(
+    f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}" if i else "lol"] * 9) + "]\n"
+    for i in range(9)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("domains: " + "[" * 10_000 + "]" * 10_000, "nested deeper than 64 levels"),
+        ("".join(" " * i + "-\n" for i in range(10_000)), "nested deeper than 64 levels"),
+        ("domains: " + "{a: " * 10_000 + "1" + "}" * 10_000, "nested deeper than 64 levels"),
+        ("concurrency: " + "9" * 5000, "line 1, column 14: invalid YAML: number longer"),
+        ("domains: [{name: a.example, labels: {n: " + "1" * 5000 + "}}]", "number longer"),
+        (
+            "domains:\n- name: a.example\n  labels:\n    ? " + "1" * 5000 + "\n    : x\n",
+            "number longer",
+        ),
+        ("rdap: {interval: 0x" + "f" * 5000 + "}", "number longer"),
+        ("concurrency: 2020-13-45", "line 1, column 14: invalid YAML: unreadable value"),
+        (_LAUGHS + "domains: [*i,*i,*i,*i,*i,*i,*i,*i,*i]\n", "(alias bomb?)"),
+        (_LAUGHS + "rdap: {requests_per_second: *i}\n", "(alias bomb?)"),
+        ("domains: &a [*a]", "recursive alias (domains[0])"),
+        ("domains: &a {name: *a}", "recursive alias (domains.name)"),
+        ("rdap: {interval: \x00}", "invalid YAML: unacceptable character #x0000"),
+        ("domains: [a.example]\n---\nconcurrency: 1\n", "invalid YAML: but found another document"),
+        ("rdap: !!python/object:os.system x", "invalid YAML: could not determine a constructor"),
+        ("{[a]: 1}", "invalid YAML: found unhashable key"),
+    ],
+    ids=[
+        "deep-flow",
+        "deep-block",
+        "deep-mapping",
+        "bigint",
+        "bigint-label",
+        "bigint-key",
+        "bighex",
+        "bad-date",
+        "billion-laughs",
+        "laughs-in-number",
+        "recursive-seq",
+        "recursive-map",
+        "nul",
+        "two-documents",
+        "python-tag",
+        "list-key",
+    ],
+)
+def test_hostile_documents_raise_one_config_error(tmp_path: Path, text: str, expected: str) -> None:
+    started = time.monotonic()
+    errors = _load_text(tmp_path, text)
+    assert time.monotonic() - started < 5
+    assert len(errors) == 1, errors
+    assert expected in errors[0]
+    assert len(errors[0]) < 300 and "\n" not in errors[0]
+
+
+def test_huge_values_are_echoed_briefly(tmp_path: Path) -> None:
+    text = (
+        "domains: ['"
+        + "a" * 2_000_000
+        + "', {name: x.example, labels: {k: ["
+        + "1," * 10_000
+        + "1]}}]\nrdap: {bootstrap: ["
+        + "[1]," * 10_000
+        + "1]}\n"
+    )
+    errors = _load_text(tmp_path, text)
+    assert len(errors) == 3
+    assert all(len(line) < 300 for line in errors), [line[:300] for line in errors]
+    assert errors[0].startswith("rdap.bootstrap: must be a non-empty string, got [[1], [1], ")
+
+
+def test_too_many_problems_are_summarised(tmp_path: Path) -> None:
+    errors = _load_text(tmp_path, "domains: [" + ", ".join(["'bad name'"] * 5000) + "]")
+    assert len(errors) == 101
+    assert errors[-1] == "... and 4900 more problems"
+
+
+def test_oversized_and_unreadable_files(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as fh:
+        fh.truncate(65 * 1024 * 1024)  # sparse: cheap to make, still read up to the cap
+    assert _errors(big) == [f"{big}: larger than 64 MiB"]
+    assert _errors(tmp_path) == [f"{tmp_path}: cannot read: Is a directory"]
+    errors = _errors(Path("nul\x00byte.yaml"))
+    assert len(errors) == 1 and "cannot read" in errors[0]
+
+
+def test_non_utf8_bytes(tmp_path: Path) -> None:
+    assert _load_text(tmp_path, b"domains: [\xff\xfe]\n") == ["not UTF-8 text (byte 10)"]
+
+
+def test_config_warnings_for_an_empty_config() -> None:
+    assert config_warnings(Config()) == ["no domains configured"]
+    assert config_warnings(parse_config({"domains": ["example.com"]})) == []
