@@ -6,6 +6,8 @@ in the store. A value never measured is left out, never exported as a made-up 0 
 
 from __future__ import annotations
 
+import gzip
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -152,7 +154,9 @@ class DomainCollector(Collector):
     def __init__(self, store: StatusStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self._cache: dict[str, tuple[DomainStatus, dict[str, bytes]]] = {}
+        self._lock = threading.Lock()
+        self._blocks: list[_Block] = []
+        self._headers: dict[tuple[str, bool], bytes] = {}
 
     def describe(self) -> list[Metric]:
         # Returning nothing makes registration cheap: prometheus_client would otherwise call
@@ -170,35 +174,105 @@ class DomainCollector(Collector):
 
     def exposition(self) -> bytes:
         """The text format (0.0.4) of exactly what collect() yields, byte for byte."""
+        return b"".join(self.exposition_chunks())
+
+    def exposition_chunks(self, *, gzipped: bool = False) -> list[bytes]:
+        """The exposition as a list of chunks to send in order, each cached until a domain of
+        its block changes. With `gzipped`, each chunk is a complete gzip member: a gzip stream
+        may be a concatenation of members (RFC 1952 §2.2), which Prometheus' decoder reads, so
+        a scrape never recompresses what did not change.
+
+        The text format wants every sample of a family together, so the cache is a grid:
+        blocks of BLOCK_SIZE domains (by position) x families. A scrape costs O(blocks x
+        families) joins plus the re-rendering of changed blocks, never O(domains x samples).
+        `domain_expiry_days`, the one time-dependent family, is re-rendered per block at
+        most once per EXPIRY_RENDER_SECONDS (its value then lags by at most that much).
+        """
         now = self._clock()
         snapshot = self._store.snapshot()
-        cache: dict[str, tuple[DomainStatus, dict[str, bytes]]] = {}
-        fragments: list[dict[str, bytes]] = []
-        for status in snapshot:
-            hit = self._cache.get(status.name)
-            if hit is None or hit[0] is not status:
-                lines: dict[str, list[str]] = {}
-                for key, labels, value in _domain_samples(status, now):
-                    if key != _TIME_DEPENDENT:
-                        lines.setdefault(key, []).append(_line(_NAMES[key], labels, value))
-                hit = (status, {k: "".join(v).encode() for k, v in lines.items()})
-            cache[status.name] = hit
-            fragments.append(hit[1])
-        self._cache = cache  # drops domains removed by a reload
-        out: list[bytes] = []
-        for key, name, doc in FAMILIES:
-            out.append(_header(name, doc))
-            if key == _TIME_DEPENDENT:
-                out.append(
-                    "".join(
-                        _line(name, labels, value)
-                        for status in snapshot
-                        for k, labels, value in _expiry_days(status, now)
-                    ).encode()
-                )
-            else:
-                out.extend(f[key] for f in fragments if key in f)
-        return b"".join(out)
+        blocks: list[_Block] = []
+        with self._lock:  # the HTTP server may serve two scrapes at once
+            for index in range(0, len(snapshot), BLOCK_SIZE):
+                statuses = tuple(snapshot[index : index + BLOCK_SIZE])
+                position = index // BLOCK_SIZE
+                block = self._blocks[position] if position < len(self._blocks) else None
+                if block is None or block.statuses != statuses:
+                    block = _Block(statuses)
+                blocks.append(block)
+            self._blocks = blocks  # drops blocks of domains removed by a reload
+            out: list[bytes] = []
+            for key, name, doc in FAMILIES:
+                out.append(self._header(key, name, doc, gzipped))
+                for block in blocks:
+                    chunk = block.chunk(key, now, gzipped)
+                    if chunk:
+                        out.append(chunk)
+        return out
+
+    def _header(self, key: str, name: str, doc: str, gzipped: bool) -> bytes:
+        cached = self._headers.get((key, gzipped))
+        if cached is None:
+            cached = _header(name, doc)
+            if gzipped:
+                cached = _gzip(cached)
+            self._headers[(key, gzipped)] = cached
+        return cached
+
+
+BLOCK_SIZE = 256  # domains per cached block: small enough that one change re-renders little
+EXPIRY_RENDER_SECONDS = 60.0  # 60 s is 0.0007 days, below the 4 decimals exported
+
+
+class _Block:
+    """The rendered samples of up to BLOCK_SIZE consecutive domains, per family."""
+
+    __slots__ = ("_expiry", "_gz", "_plain", "statuses")
+
+    def __init__(self, statuses: tuple[DomainStatus, ...]) -> None:
+        self.statuses = statuses
+        self._plain: dict[str, bytes] | None = None
+        self._gz: dict[str, bytes] = {}
+        self._expiry: tuple[int, bytes, bytes | None] | None = None
+
+    def chunk(self, key: str, now: float, gzipped: bool) -> bytes:
+        if key == _TIME_DEPENDENT:
+            return self._expiry_chunk(now, gzipped)
+        if self._plain is None:
+            lines: dict[str, list[str]] = {}
+            for status in self.statuses:
+                for k, labels, value in _domain_samples(status, now, with_expiry_days=False):
+                    lines.setdefault(k, []).append(_line(_NAMES[k], labels, value))
+            self._plain = {k: "".join(v).encode() for k, v in lines.items()}
+        plain = self._plain.get(key, b"")
+        if not gzipped or not plain:
+            return plain
+        gz = self._gz.get(key)
+        if gz is None:
+            gz = self._gz[key] = _gzip(plain)
+        return gz
+
+    def _expiry_chunk(self, now: float, gzipped: bool) -> bytes:
+        bucket = int(now // EXPIRY_RENDER_SECONDS)
+        if self._expiry is None or self._expiry[0] != bucket:
+            name = _NAMES[_TIME_DEPENDENT]
+            plain = "".join(
+                _line(name, labels, value)
+                for status in self.statuses
+                for _k, labels, value in _expiry_days(status, now)
+            ).encode()
+            self._expiry = (bucket, plain, None)
+        bucket, plain, gz = self._expiry
+        if not gzipped or not plain:
+            return plain
+        if gz is None:
+            gz = _gzip(plain)
+            self._expiry = (bucket, plain, gz)
+        return gz
+
+
+def _gzip(data: bytes) -> bytes:
+    # Level 6: chunks are compressed once and served many times.
+    return gzip.compress(data, compresslevel=6, mtime=0)
 
 
 def _header(name: str, doc: str) -> bytes:
@@ -223,10 +297,10 @@ def _expiry_days(s: DomainStatus, now: float) -> list[Sample]:
     return [("expiry_days", {**s.labels, "domain": s.name}, days)]
 
 
-def _domain_samples(s: DomainStatus, now: float) -> list[Sample]:
+def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = True) -> list[Sample]:
     """Every sample of one domain, in family order within this domain."""
     base = {**s.labels, "domain": s.name}
-    out: list[Sample] = list(_expiry_days(s, now))
+    out: list[Sample] = list(_expiry_days(s, now)) if with_expiry_days else []
 
     def add(key: str, value: float, **extra: str) -> None:
         out.append((key, {**base, **extra} if extra else base, value))

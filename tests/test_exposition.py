@@ -59,3 +59,32 @@ def test_never_checked_domain_has_no_samples() -> None:
     store.sync([("fresh.example", {}, ())])
     assert store.get("fresh.example") == DomainStatus(name="fresh.example")
     assert b"fresh.example" not in DomainCollector(store, clock=lambda: NOW).exposition()
+
+
+def test_gzip_members_decompress_to_the_plain_exposition() -> None:
+    import gzip
+    import zlib
+
+    store = populated_store(700)  # several blocks
+    fast = DomainCollector(store, clock=lambda: NOW)
+    body = b"".join(fast.exposition_chunks(gzipped=True))
+    assert gzip.decompress(body) == _reference(store)  # Python reads every member
+    # One member at a time, as a multistream-unaware reader would stop after the first.
+    first = zlib.decompressobj(wbits=31)
+    assert first.decompress(body) and first.unused_data, "expected several gzip members"
+
+
+def test_one_change_re_renders_one_block_only() -> None:
+    from exporter import collector as collector_module
+
+    store = populated_store(700)
+    fast = DomainCollector(store, clock=lambda: NOW)
+    before = fast.exposition_chunks(gzipped=True)
+    name = store.snapshot()[300].name
+    store.update(name, lambda s: replace(s, rdap=RdapResult(False, None, None)))
+    after = fast.exposition_chunks(gzipped=True)
+    changed = sum(1 for a, b in zip(before, after, strict=False) if a is not b)
+    families = len(collector_module.FAMILIES)
+    # Only the chunks of the changed block (at most one per family) are new objects.
+    assert 0 < changed <= families, changed
+    assert b"".join(fast.exposition_chunks()) == _reference(store)
