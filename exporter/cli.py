@@ -7,27 +7,44 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, NoReturn
 
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__, report
 from exporter.collector import DomainCollector
 from exporter.config import Config, ConfigError, DomainConfig, load_config
+from exporter.httpserver import HttpServer, ListenError, bind
 from exporter.logformat import LEVELS, setup_logging
 from exporter.names import InvalidName, to_alabel
 from exporter.rdap import RdapClient
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import ExporterMetrics
 from exporter.store import DomainStatus, StatusStore
-from exporter.web import WebConfig, WebConfigError, load_web_config, make_app, serve
+from exporter.web import WebConfigError, load_web_config, make_app, tls_context
 
 log = logging.getLogger("domainwatch")
+DEFAULT_PORT = 9877
+
+
+class StartupError(Exception):
+    """A reason not to start, printed as one line naming the flag or file, exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line on stderr (exit 2): argparse's usage block would bury it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _common_flags(p: argparse.ArgumentParser, config_default: str | None) -> None:
@@ -42,7 +59,7 @@ def _common_flags(p: argparse.ArgumentParser, config_default: str | None) -> Non
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="domainwatch",
         description="Prometheus exporter for domain expiry, holds, delegation and contact "
         "mailboxes. Sub-command: 'domainwatch check DOMAIN...' (see 'domainwatch check -h').",
@@ -77,7 +94,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _check_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="domainwatch check",
         description="Run every check once and print a verdict per domain. Exit code: 0 healthy, "
         "1 needs attention, 2 could not check.",
@@ -89,13 +106,27 @@ def _check_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure to start is one line on stderr and a non-zero exit, never a traceback
+    (the traceback of an unexpected one is logged at --log.level=debug)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "check":
-        args = _check_parser().parse_args(args_list[1:])
-        setup_logging(args.log_level if args.log_level != "info" else "warn", args.log_format)
-        return _run_check(args)
-    args = _serve_parser().parse_args(args_list)
-    setup_logging(args.log_level, args.log_format)
+    try:
+        if args_list and args_list[0] == "check":
+            args = _check_parser().parse_args(args_list[1:])
+            setup_logging(args.log_level if args.log_level != "info" else "warn", args.log_format)
+            return _run_check(args)
+        args = _serve_parser().parse_args(args_list)
+        setup_logging(args.log_level, args.log_format)
+        return _run_daemon(args)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the outermost boundary: one line, not a traceback
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
@@ -105,19 +136,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(f"{args.config_file}: OK, {len(config.domains)} domains")
         return 0
+    tls = None
     web_config = None
     if args.web_config:
         try:
             web_config = load_web_config(args.web_config)
+            tls = tls_context(web_config, args.web_config)
         except WebConfigError as exc:
-            print(f"web config error: {exc}", file=sys.stderr)
-            return 1
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args, config, web_config))
+            raise StartupError(f"--web.config.file {exc}") from exc
+    if args.state_file:
+        _check_state_file(args.state_file)
+    try:
+        # Bound before anything starts, so "address in use" is a start-up error, not a crash.
+        server = HttpServer(bind(args.listen, DEFAULT_PORT), tls)
+    except ListenError as exc:
+        raise StartupError(f"--web.listen-address {exc}") from exc
+    users = web_config.basic_auth_users if web_config else None
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args, config, server, users))
+    finally:
+        server.shutdown()
     return 0
 
 
-async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
+def _check_state_file(path: str) -> None:
+    """The state file's directory must exist and take a new file (checked by writing one:
+    permission bits say nothing when running as root, a read-only mount does)."""
+    state = Path(path)
+    folder = state.parent
+    if state.is_dir():
+        raise StartupError(f"--state.file {path}: is a directory")
+    if not folder.is_dir():
+        raise StartupError(f"--state.file {path}: directory {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".domainwatch-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StartupError(
+            f"--state.file {path}: directory {folder} is not writable: {exc.strerror or exc}"
+        ) from exc
+    if state.exists() and not os.access(state, os.R_OK):
+        raise StartupError(f"--state.file {path}: not readable")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+class ConfigReloader:
+    """Re-read the config file and apply it, from SIGHUP or POST /-/reload.
+
+    Parsing runs on a worker thread so a large file does not stall the checks. Any failure,
+    including an exception load_config should never raise, keeps the running config, sets
+    domainwatch_config_last_reload_successful to 0 and is logged as one line. Reloads are
+    serialized: two at once would race in apply_config.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        load: Callable[[str], Config],
+        apply: Callable[[Config], Any],
+        metrics: ExporterMetrics,
+    ) -> None:
+        self.path = path
+        self._load = load
+        self._apply = apply
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> str | None:
+        """None on success, else the reason (one line per config problem)."""
+        async with self._lock:
+            try:
+                new = await asyncio.to_thread(self._load, self.path)
+                await self._apply(new)
+            except ConfigError as exc:
+                return self._failed("\n".join(exc.errors), "; ".join(exc.errors))
+            except Exception as exc:
+                log.debug("config reload traceback", exc_info=True)
+                reason = f"{self.path}: {type(exc).__name__}: {_one_line(exc)}"
+                return self._failed(reason, reason)
+            self._metrics.reload_ok.set(1)
+            self._metrics.reload_ts.set(time.time())
+            log.info("config reloaded: domains=%d", len(new.domains))
+            return None
+
+    def _failed(self, reason: str, logged: str) -> str:
+        self._metrics.reload_ok.set(0)
+        log.error("config reload failed, keeping the running config: %s", logged)
+        return reason
+
+
+async def _serve(
+    args: argparse.Namespace, config: Config, server: HttpServer, users: dict[str, str] | None
+) -> None:
     loop = asyncio.get_running_loop()
     registry = CollectorRegistry()
     metrics, store, rdap, scheduler = _wire(config, registry, args.state_file)
@@ -128,34 +243,38 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
         log.info("state restored: path=%s domains=%d", args.state_file, restored)
     metrics.reload_ok.set(1)
     metrics.reload_ts.set(time.time())
-
-    async def reload() -> str | None:
-        try:
-            new = load_config(args.config_file)
-        except ConfigError as exc:
-            metrics.reload_ok.set(0)
-            log.error("config reload failed, keeping the running config: %s", "; ".join(exc.errors))
-            return "\n".join(exc.errors)
-        await scheduler.apply_config(new)
-        metrics.reload_ok.set(1)
-        metrics.reload_ts.set(time.time())
-        log.info("config reloaded: domains=%d", len(new.domains))
-        return None
+    reloader = ConfigReloader(args.config_file, load_config, scheduler.apply_config, metrics)
+    # One HTTP reload at a time: each holds a web worker thread until the loop answers.
+    http_reload = threading.Lock()
 
     def reload_from_http() -> str | None:
         # Called on a web thread: hand the work to the event loop and wait for its verdict.
-        future = asyncio.run_coroutine_threadsafe(reload(), loop)
-        return future.result(timeout=60)
+        if not http_reload.acquire(blocking=False):
+            return "a reload is already running"
+        try:
+            future = asyncio.run_coroutine_threadsafe(reloader.reload(), loop)
+            return future.result(timeout=60)
+        except TimeoutError:
+            return "the reload did not finish within 60s"
+        finally:
+            http_reload.release()
 
     app = make_app(
         registry,
         ready=lambda: scheduler.ready,
         reload=reload_from_http,
-        users=web_config.basic_auth_users if web_config else None,
+        users=users,
         domain_exposition=domains.exposition,
     )
-    server, _thread = serve(args.listen, app, web_config)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    server.start(app)
+    pending: set[asyncio.Task[str | None]] = set()
+
+    def reload_from_signal() -> None:
+        task = asyncio.ensure_future(reloader.reload())
+        pending.add(task)  # keep a reference until it is done
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_from_signal)
     loop.add_signal_handler(signal.SIGTERM, scheduler.stop)
     loop.add_signal_handler(signal.SIGINT, scheduler.stop)
     log.info(
@@ -167,7 +286,7 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     try:
         await scheduler.run()
     finally:
-        server.shutdown()
+        await asyncio.to_thread(server.shutdown)
         await rdap.aclose()
         log.info("domainwatch stopped")
 

@@ -1,26 +1,27 @@
 """The HTTP side: /metrics, a landing page, health/readiness, POST /-/reload, and the optional
-Prometheus web-config file (TLS and basic auth), served from a daemon thread."""
+Prometheus web-config file (TLS and basic auth). The server itself is exporter.httpserver."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
+import hashlib
 import logging
-import socket
+import re
+import secrets
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bcrypt
 import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from exporter import __version__
-from exporter.config import split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,20 @@ LANDING = """<!doctype html>
 
 
 class WebConfigError(ValueError):
-    pass
+    """A --web.config.file problem: one line naming the file, the key and what is wrong."""
+
+
+# exporter-toolkit's client_auth_type values -> what Python's ssl module can enforce. Go's
+# RequireAnyClientCert (a certificate is required but not verified) has no equivalent here and
+# is refused rather than silently weakened.
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+# Modular crypt format of bcrypt: $2a$ / $2b$ / $2x$ / $2y$, two-digit cost, 22 salt + 31 hash.
+_BCRYPT = re.compile(r"\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}")
 
 
 @dataclass(frozen=True)
@@ -55,43 +69,166 @@ class WebConfig:
 
 
 def load_web_config(path: str) -> WebConfig:
-    """Read the Prometheus exporter-toolkit web config (tls_server_config, basic_auth_users)."""
+    """Read the Prometheus exporter-toolkit web config (tls_server_config, basic_auth_users).
+
+    Everything is checked here, at start-up, so that a bad file is one error line and not an
+    HTTP 500 on every request later: each password hash must be bcrypt, and the TLS files must
+    load (see tls_context).
+    """
     try:
         with open(path, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise WebConfigError(f"{path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WebConfigError(f"{path}: cannot read: {_reason(exc)}") from exc
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise WebConfigError(f"{path}: invalid YAML: {_one_line(exc)}") from exc
     if not isinstance(doc, dict):
         raise WebConfigError(f"{path}: must be a mapping")
     unknown = set(doc) - {"tls_server_config", "basic_auth_users", "http_server_config"}
     if unknown:
-        raise WebConfigError(f"{path}: unknown keys {sorted(unknown)}")
+        raise WebConfigError(f"{path}: unknown keys {sorted(map(str, unknown))}")
     tls = doc.get("tls_server_config") or {}
     users = doc.get("basic_auth_users") or {}
     if not isinstance(tls, dict) or not isinstance(users, dict):
         raise WebConfigError(f"{path}: tls_server_config and basic_auth_users must be mappings")
+    for key in ("cert_file", "key_file", "client_ca_file", "client_auth_type"):
+        if tls.get(key) is not None and not isinstance(tls[key], str):
+            raise WebConfigError(f"{path}: tls_server_config.{key} must be a string")
     if bool(tls.get("cert_file")) != bool(tls.get("key_file")):
         raise WebConfigError(f"{path}: tls_server_config needs both cert_file and key_file")
-    return WebConfig(
+    auth_type = tls.get("client_auth_type") or "NoClientCert"
+    if auth_type not in CLIENT_AUTH:
+        raise WebConfigError(
+            f"{path}: tls_server_config.client_auth_type {auth_type!r} is not supported"
+            f" (one of {', '.join(CLIENT_AUTH)})"
+        )
+    if CLIENT_AUTH[auth_type] != ssl.CERT_NONE and not tls.get("client_ca_file"):
+        raise WebConfigError(f"{path}: client_auth_type {auth_type} needs client_ca_file")
+    hashes: dict[str, str] = {}
+    for user, hashed in users.items():
+        name = str(user)
+        if ":" in name or not name:
+            raise WebConfigError(f"{path}: basic_auth_users: user {name!r} is not a valid name")
+        # Never echo the value: it may be a plain-text password put there by mistake.
+        if not isinstance(hashed, str) or not _valid_bcrypt(hashed):
+            raise WebConfigError(
+                f"{path}: basic_auth_users.{name}: not a bcrypt hash"
+                " (expected $2b$<cost>$ and 53 characters, e.g. from htpasswd -nBC 10)"
+            )
+        hashes[name] = hashed
+    config = WebConfig(
         cert_file=tls.get("cert_file"),
         key_file=tls.get("key_file"),
         client_ca_file=tls.get("client_ca_file"),
-        client_auth_type=str(tls.get("client_auth_type", "NoClientCert")),
-        basic_auth_users={str(k): str(v) for k, v in users.items()},
+        client_auth_type=auth_type,
+        basic_auth_users=hashes,
     )
+    tls_context(config, path)  # fail now, not on the first connection
+    return config
 
 
-def _authorized(environ: Environ, users: dict[str, str]) -> bool:
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    if not header.startswith("Basic "):
-        return False
+def _valid_bcrypt(hashed: str) -> bool:
+    match = _BCRYPT.fullmatch(hashed)
+    return match is not None and 4 <= int(match.group(1)) <= 31
+
+
+def tls_context(config: WebConfig, source: str = "web config") -> ssl.SSLContext | None:
+    """The server-side TLS context, or None without TLS. Raises WebConfigError naming the file."""
+    if not (config.cert_file and config.key_file):
+        return None
+    for key, file in (
+        ("cert_file", config.cert_file),
+        ("key_file", config.key_file),
+        ("client_ca_file", config.client_ca_file),
+    ):
+        if file:
+            try:
+                with open(file, "rb"):
+                    pass
+            except OSError as exc:
+                raise WebConfigError(
+                    f"{source}: tls_server_config.{key} {file}: cannot read: {_reason(exc)}"
+                ) from exc
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return False
+        ctx.load_cert_chain(config.cert_file, config.key_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise WebConfigError(
+            f"{source}: tls_server_config: cannot load cert_file {config.cert_file} with key_file"
+            f" {config.key_file}: {_one_line(exc)}"
+        ) from exc
+    if config.client_ca_file:
+        try:
+            ctx.load_verify_locations(config.client_ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise WebConfigError(
+                f"{source}: tls_server_config.client_ca_file {config.client_ca_file}:"
+                f" {_one_line(exc)}"
+            ) from exc
+    ctx.verify_mode = CLIENT_AUTH[config.client_auth_type]
+    return ctx
 
-    stored = users.get(user)
-    return stored is not None and bool(bcrypt.checkpw(password.encode(), stored.encode()))
+
+class BasicAuth:
+    """HTTP basic auth against bcrypt hashes, without telling who exists.
+
+    An unknown user is checked against a dummy hash of the users' cost, so it takes as long as
+    a known user with a wrong password (bcrypt's cost is nearly all of the time). Successful
+    checks are remembered (SHA-256 of user, password and hash; at most 64) as exporter-toolkit
+    does: Prometheus sends the same credentials every scrape, and a cost-12 bcrypt is ~250 ms of
+    CPU each time. Failures are never cached, so guessing stays slow.
+    """
+
+    CACHE_SIZE = 64
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = {user: hashed.encode() for user, hashed in users.items()}
+        costs = Counter(int(h[4:6]) for h in self._users.values())
+        # The most common cost (the highest on a tie): that of a typical known user.
+        cost = max(costs, key=lambda c: (costs[c], c)) if costs else 10
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+        self._good: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        try:
+            decoded = base64.b64decode(header[6:], validate=True)
+        except (ValueError, binascii.Error):
+            return False
+        user_bytes, _, password = decoded.partition(b":")
+        user = user_bytes.decode("utf-8", "replace")
+        stored = self._users.get(user)
+        hashed = stored if stored is not None else self._dummy
+        key = hashlib.sha256(b"\0".join((user_bytes, password, hashed))).digest()
+        with self._lock:
+            if stored is not None and key in self._good:
+                self._good.move_to_end(key)
+                return True
+        try:
+            ok = bool(bcrypt.checkpw(password, hashed))
+        except ValueError:  # NUL bytes, or longer than bcrypt's 72 bytes
+            ok = False
+        if not ok or stored is None:
+            return False
+        with self._lock:
+            self._good[key] = None
+            if len(self._good) > self.CACHE_SIZE:
+                self._good.popitem(last=False)
+        return True
+
+
+# Which methods each path answers; anything else on a known path is 405 with an Allow header.
+READ = ("GET", "HEAD")
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/": READ,
+    "/metrics": READ,
+    "/-/healthy": READ,
+    "/-/ready": READ,
+    "/-/reload": ("POST",),
+}
 
 
 def make_app(
@@ -102,7 +239,9 @@ def make_app(
     domain_exposition: Callable[[], bytes] | None = None,
 ) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
     """`registry` holds the exporter's own metrics; `domain_exposition` renders the per-domain
-    families (DomainCollector.exposition) and is appended to them."""
+    families (DomainCollector.exposition) and is appended to them. HEAD is answered like GET;
+    the server leaves out the body."""
+    auth = BasicAuth(users) if users else None
 
     def metrics_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         body = generate_latest(registry)
@@ -120,12 +259,21 @@ def make_app(
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
-        if users and not _authorized(environ, users):
+        if auth is not None and not auth.check(environ.get("HTTP_AUTHORIZATION", "")):
             start_response(
                 "401 Unauthorized",
                 [("WWW-Authenticate", 'Basic realm="domainwatch"'), ("Content-Type", "text/plain")],
             )
             return [b"Unauthorized\n"]
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            return _text(start_response, "404 Not Found", "Not found\n")
+        if method not in allowed:
+            start_response(
+                "405 Method Not Allowed",
+                [("Allow", ", ".join(allowed)), ("Content-Type", "text/plain; charset=utf-8")],
+            )
+            return [f"Method not allowed; use {' or '.join(allowed)}\n".encode()]
         if path == "/metrics":
             return metrics_app(environ, start_response)
         if path == "/-/healthy":
@@ -135,17 +283,13 @@ def make_app(
                 return _text(start_response, "200 OK", "Ready\n")
             return _text(start_response, "503 Service Unavailable", "Not ready\n")
         if path == "/-/reload":
-            if method != "POST":
-                return _text(start_response, "405 Method Not Allowed", "Use POST\n")
             error = reload()
             if error:
                 return _text(start_response, "500 Internal Server Error", error + "\n")
             return _text(start_response, "200 OK", "Reloaded\n")
-        if path == "/":
-            body = LANDING.format(version=__version__).encode()
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [body]
-        return _text(start_response, "404 Not Found", "Not found\n")
+        body = LANDING.format(version=__version__).encode()
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [body]
 
     return app
 
@@ -155,43 +299,12 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     return [body.encode()]
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _one_line(exc)
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-def serve(
-    listen: str,
-    app: Callable[[Environ, StartResponse], Iterable[bytes]],
-    web_config: WebConfig | None = None,
-) -> tuple[WSGIServer, threading.Thread]:
-    """Bind `listen` ("host:port", ":port", "[::]:port") and serve `app` from a daemon thread."""
-    host, port = split_host_port(listen, 9877)
-    if port < 0:
-        raise ValueError(f"--web.listen-address {listen!r} is not host:port")
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family = infos[0][0]
-    address = str(infos[0][4][0])
-
-    class Server(_ThreadingServer):
-        address_family = family
-
-    server = make_server(address, port, app, Server, handler_class=_QuietHandler)
-    if web_config and web_config.cert_file and web_config.key_file:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(web_config.cert_file, web_config.key_file)
-        if web_config.client_ca_file:
-            ctx.load_verify_locations(web_config.client_ca_file)
-        if web_config.client_auth_type == "RequireAndVerifyClientCert":
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        elif web_config.client_auth_type == "VerifyClientCertIfGiven":
-            ctx.verify_mode = ssl.CERT_OPTIONAL
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    thread.start()
-    return server, thread
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
