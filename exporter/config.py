@@ -200,10 +200,13 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_PLAIN_KEY = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029'\"]{1,80}$")
+
+
 def _key(key: object) -> str:
-    """A mapping key as it appears in an error path, bounded in length."""
-    text = key if isinstance(key, str) else _show(key)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """A mapping key as it appears in an error path: as typed when plain, else quoted (one line,
+    bounded)."""
+    return key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else _show(key)
 
 
 _TOP = "(top level)"

@@ -17,6 +17,7 @@ constructors that turn every value error into a YAML error at its line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,9 +52,14 @@ def _strict_loader(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
         def construct_object(self, node: Node, deep: bool = False) -> Any:
             try:
                 return super().construct_object(node, deep=deep)
-            except (ValueError, OverflowError) as exc:  # e.g. 2020-13-45, a 13th month
+            except yaml.YAMLError:
+                raise
+            except Exception as exc:
+                # PyYAML's constructors trust the resolver: `!!timestamp x` is AttributeError,
+                # `!!int ''` IndexError, 2020-13-45 ValueError. All are a bad value at a line.
+                reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
                 raise ConstructorError(
-                    None, None, f"unreadable value ({exc})", node.start_mark
+                    None, None, f"unreadable value ({reason})", node.start_mark
                 ) from exc
 
         def construct_yaml_int(self, node: ScalarNode) -> int:
@@ -77,6 +83,10 @@ def load(text: str) -> object:
     try:
         return _load(text, _FastLoader)
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(getattr(exc, "problem", "")):
+            # libyaml's own bound (1000) hit while scanning ahead of our event check.
+            where = _line(getattr(exc, "problem_mark", None))
+            raise YamlProblem([f"{where}: nested deeper than {MAX_DEPTH} levels"]) from None
         # The same verdict from the pure-Python reader, in its clearer words.
         raise YamlProblem([_describe_error_of(text, _PyLoader, _describe(exc))]) from None
     except RecursionError:  # belt and braces: the depth bound should make this unreachable
@@ -220,9 +230,17 @@ def _duplicates(node: MappingNode, path: str, loader: yaml.SafeLoader) -> list[t
     return out
 
 
+_PLAIN_KEY = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029'\"]{1,60}$")
+
+
 def _key_text(node: Node) -> str:
-    text = str(node.value) if isinstance(node, ScalarNode) else "?"
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A key as typed when plain, else quoted and cut: error lines stay one short line."""
+    if not isinstance(node, ScalarNode):
+        return "?"
+    text = str(node.value)
+    if _PLAIN_KEY.fullmatch(text):
+        return text
+    return repr(text[:60]) + ("..." if len(text) > 60 else "")
 
 
 def _join(path: str, key: str) -> str:
