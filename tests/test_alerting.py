@@ -143,16 +143,85 @@ def test_alerts_are_loaded() -> None:
     assert len(set(ALERT_IDS)) == len(ALERT_IDS), "duplicate alert names"
 
 
+def aggregates_per_instance(rule: dict[str, Any]) -> bool:
+    """An alert about an exporter instance built from per-domain series (`count by (job,
+    instance)`): it has no domain label, so it cannot name one."""
+    return re.search(r"\bby\s*\(\s*job\s*,\s*instance\s*\)", rule["expr"]) is not None
+
+
+def is_per_domain(rule: dict[str, Any]) -> bool:
+    reads_domain_series = any(n.startswith("domain_") for n in metric_names(rule["expr"]))
+    return reads_domain_series and not aggregates_per_instance(rule)
+
+
 @pytest.mark.parametrize("rule", ALERTS, ids=ALERT_IDS)
 def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
     assert rule.get("labels", {}).get("severity") in SEVERITIES
     annotations = rule.get("annotations", {})
     for key in ("summary", "description", "runbook_url"):
         assert str(annotations.get(key, "")).strip(), f"{rule['alert']}: no {key}"
-    if any(name.startswith("domain_") for name in metric_names(rule["expr"])):
+    if is_per_domain(rule):
         # A per-domain page must say which domain.
         assert "$labels.domain" in annotations["summary"]
         assert "$labels.domain" in annotations["description"]
+    elif aggregates_per_instance(rule):
+        # ... and an instance-level one which exporter.
+        assert "$labels.instance" in annotations["summary"]
+        assert "$labels.instance" in annotations["description"]
+
+
+# --- for: and keep_firing_for: one bad reading never pages, an outage never resolves a page --
+
+
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def seconds(duration: str | None) -> float:
+    """A Prometheus duration ("1h30m", "7d") in seconds; None (no `for:`) is 0."""
+    if duration is None:
+        return 0.0
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), duration
+    return float(sum(int(n) * DURATION_UNITS[u] for n, u in parts))
+
+
+def test_duration_parser() -> None:
+    assert seconds("1h30m") == 5400 and seconds("7d") == 604800 and seconds(None) == 0
+
+
+CRITICALS = [rule for rule in ALERTS if rule["labels"]["severity"] == "critical"]
+DNS_METRICS = {"domain_nameserver_mismatch", "domain_delegated"}
+BRIDGE = 15 * 60  # the last_over_time(...[15m]) window of every per-domain expression
+DNS_INTERVAL = 5 * 60  # the exporter's default dns.interval
+
+
+@pytest.mark.parametrize("rule", CRITICALS, ids=[r["alert"] for r in CRITICALS])
+def test_no_critical_fires_on_its_first_evaluation(rule: dict[str, Any]) -> None:
+    assert seconds(rule.get("for")) >= 5 * 60, f"{rule['alert']} would page on one bad reading"
+
+
+@pytest.mark.parametrize("rule", CRITICALS, ids=[r["alert"] for r in CRITICALS])
+def test_dns_based_criticals_wait_two_dns_intervals(rule: dict[str, Any]) -> None:
+    if metric_names(rule["expr"]) & DNS_METRICS:
+        assert seconds(rule.get("for")) >= 2 * DNS_INTERVAL, rule["alert"]
+
+
+def test_per_domain_criticals_outlast_an_exporter_outage_until_it_pages() -> None:
+    """Every per-domain critical keeps firing for the same `keep_firing_for`, and the critical
+    exporter-down alert fires before the first of them can resolve (bridge + keep)."""
+    per_domain = [rule for rule in CRITICALS if is_per_domain(rule)]
+    assert len(per_domain) >= 8, [r["alert"] for r in per_domain]
+    keeps = {rule["alert"]: seconds(rule.get("keep_firing_for")) for rule in per_domain}
+    assert len(set(keeps.values())) == 1 and min(keeps.values()) >= 3600, keeps
+    keep = min(keeps.values())
+    down = next(rule for rule in ALERTS if rule["alert"] == "DomainwatchDownPersistent")
+    assert down["labels"]["severity"] == "critical"
+    assert 'up{job="domainwatch"} == 0' in down["expr"] and "absent(" in down["expr"]
+    assert seconds(down["for"]) <= BRIDGE + keep, "criticals could resolve before the page"
+    # Warnings and infos resolve normally: holding them would only delay good news.
+    for rule in ALERTS:
+        if rule["labels"]["severity"] != "critical":
+            assert "keep_firing_for" not in rule, rule["alert"]
 
 
 @pytest.mark.parametrize("rule", ALERTS, ids=ALERT_IDS)
@@ -243,7 +312,8 @@ def test_for_durations_can_be_zeroed_for_end_to_end_tests(tmp_path: Path) -> Non
 def test_thresholds_are_marked() -> None:
     # Code lines ending in "# THRESHOLD: ..." (the header comment explains the convention).
     marked = re.findall(r"^ *[^#\s].*# THRESHOLD: .*$", RULES.read_text(), re.MULTILINE)
-    assert len(marked) == 6, marked  # 30d, 7d, persistent 7d, three staleness limits
+    # 30d, 7d, persistent 7d, three staleness limits, the not-authoritative count and share
+    assert len(marked) == 8, marked
 
 
 # --- the Alertmanager example -------------------------------------------------------------
@@ -256,6 +326,8 @@ def test_thresholds_are_marked() -> None:
         (["severity=warning", "alertname=DomainExpiringSoon", "domain=a.example"], "ticket"),
         (["severity=info", "alertname=DomainRdapUnsupported", "domain=a.zz"], "null"),
         (["severity=warning", "alertname=DomainwatchDown", "instance=x:9877"], "ticket"),
+        (["severity=critical", "alertname=DomainwatchDownPersistent", "instance=x:9877"], "pager"),
+        (["severity=warning", "alertname=DomainwatchDnsNotAuthoritative", "instance=x"], "ticket"),
     ],
 )
 def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:
@@ -345,6 +417,35 @@ def test_alertmanager_inhibits_by_domain(alertmanager: str) -> None:
         "hold-d": alert("DomainOnHold", "critical", domain="d.example"),
         "undelegated-d": alert("DomainNotDelegated", "critical", domain="d.example"),
         "undelegated-e": alert("DomainNotDelegated", "critical", domain="e.example"),
+        # ... and every nameserver alert of a held, dying, deleted or expired domain.
+        "mismatch-d": alert("DomainNameserverMismatch", "critical", domain="d.example"),
+        "inconsistent-d": alert("DomainNameserverInconsistent", "warning", domain="d.example"),
+        "lame-d": alert("DomainNameserverLame", "warning", domain="d.example", nameserver="n"),
+        "expired-f": alert("DomainExpired", "critical", domain="f.example"),
+        "mismatch-f": alert("DomainNameserverMismatch", "critical", domain="f.example"),
+        "unregistered-g": alert("DomainNotRegistered", "critical", domain="g.example"),
+        "undelegated-g": alert("DomainNotDelegated", "critical", domain="g.example"),
+        "dying-h": alert("DomainPendingDelete", "critical", domain="h.example", status="x"),
+        "mismatch-h": alert("DomainNameserverMismatch", "critical", domain="h.example"),
+        # A mismatch alone is a hijack page.
+        "mismatch-i": alert("DomainNameserverMismatch", "critical", domain="i.example"),
+        # An intercepting network at exporter dw-n: its per-domain DNS symptoms are muted, the
+        # network alert itself never is, not even by a domain-less critical of the same
+        # instance; dw-m's symptoms are not touched.
+        "network-n": alert("DomainwatchDnsNotAuthoritative", "warning", instance="dw-n", job="dw"),
+        "down-n": alert("DomainwatchDownPersistent", "critical", instance="dw-n", job="dw"),
+        "undelegated-n": alert("DomainNotDelegated", "critical", domain="n.example",
+                               instance="dw-n"),
+        "dnsfail-n": alert("DomainCheckFailing", "warning", domain="n2.example", check="dns",
+                           instance="dw-n"),
+        "rdapfail-n": alert("DomainCheckFailing", "warning", domain="n3.example", check="rdap",
+                            instance="dw-n"),
+        "hold-n": alert("DomainOnHold", "critical", domain="n4.example", instance="dw-n"),
+        "undelegated-m": alert("DomainNotDelegated", "critical", domain="m.example",
+                               instance="dw-m"),
+        # The 5-minute warning under the hour-long page of the same instance only.
+        "downwarn-n": alert("DomainwatchDown", "warning", instance="dw-n", job="dw"),
+        "downwarn-m": alert("DomainwatchDown", "warning", instance="dw-m", job="dw"),
     }
     expected = {
         "critical-a": "active",
@@ -356,6 +457,25 @@ def test_alertmanager_inhibits_by_domain(alertmanager: str) -> None:
         "hold-d": "active",
         "undelegated-d": "suppressed",
         "undelegated-e": "active",
+        "mismatch-d": "suppressed",
+        "inconsistent-d": "suppressed",
+        "lame-d": "suppressed",
+        "expired-f": "active",
+        "mismatch-f": "suppressed",
+        "unregistered-g": "active",
+        "undelegated-g": "suppressed",
+        "dying-h": "active",
+        "mismatch-h": "suppressed",
+        "mismatch-i": "active",
+        "network-n": "active",
+        "down-n": "active",
+        "undelegated-n": "suppressed",
+        "dnsfail-n": "suppressed",
+        "rdapfail-n": "active",
+        "hold-n": "active",
+        "undelegated-m": "active",
+        "downwarn-n": "suppressed",
+        "downwarn-m": "active",
     }
     with httpx.Client(trust_env=False, timeout=5) as client:
         r = client.post(f"{alertmanager}/api/v2/alerts", json=list(posted.values()))
