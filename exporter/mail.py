@@ -22,13 +22,27 @@ the domain's own A record then). It never sends a packet to a mail server.
 - deliverable None (unknown; never export it as 0):
   - `timeout`: a lookup that decides the answer timed out, or no server answered at all;
   - `servfail`: the resolver answered SERVFAIL or REFUSED;
-  - `invalid_response`: an answer could not be used (malformed, YXDOMAIN);
+  - `invalid_response`: an answer could not be used (malformed, YXDOMAIN, a CNAME loop);
+  - `deadline`: the check ran out of its wall-clock deadline before a deciding lookup finished;
+  - `query_budget`: the check used up its lookup budget before a deciding lookup was made;
   - `invalid_address`: the input is not a mail domain at all.
 
 A failed lookup only makes the verdict unknown when it could have changed the answer: one MX
 target that times out while another resolves is still `mx_ok`, but one that times out while the
 others are NXDOMAIN is `timeout`, never `mx_unresolvable`. MX targets that are CNAMEs are followed
 (RFC 2181 §10.3 forbids them, but every common MTA follows them, so the mail still arrives).
+
+**Whose registration decides** (`MailVerdict.zone`): the mail domain's *registrable domain*, the
+ICANN public suffix plus one label (`exporter.suffixes`), not the zone that holds the mail domain.
+A contact at `eu.corp.example`, a delegated sub-zone, is judged on `corp.example`: the registry
+has no record of `eu.corp.example`, and its 404 is not "unregistered". One SOA query at the
+registrable name confirms that it is a zone apex, i.e. delegated as a registration; if it is not
+(the name lives inside its suffix operator's own zone, or does not exist) there is no
+registration to judge and `zone` is None, as it is when that query fails.
+
+**Bounds** (issue 8): one mail-domain check ends after `MAIL_CHECK_DEADLINE_FACTOR` x
+`dns.timeout` of wall time and makes at most `MAIL_CHECK_QUERY_BUDGET` lookups; a lookup cut short
+by either makes the verdict unknown (`deadline`, `query_budget`) only where it could have decided.
 
 The SMTP probe (`probe_mailbox`) is **off by default** (`email.smtp_probe: false`) because its
 answer is weak and its cost is real. Catch-all domains accept every RCPT. Large providers accept
@@ -37,8 +51,18 @@ many clouds block outbound port 25. Repeated RCPT probes look like address harve
 get the monitor's IP (and the organisation's real mail) blocklisted. So a 4xx is *unknown*, a
 probe never overrides a DNS `undeliverable` (`apply_probe`), hosts are paced by an `SmtpPacer`
 that the caller owns (the module keeps no global state), and the conversation stops before DATA:
-EHLO, MAIL FROM:<>, RCPT TO, QUIT. The address never appears in a log line; only MX host names
-and reply codes do.
+EHLO, MAIL FROM:<>, RCPT TO, QUIT. The address never appears in a log line; only MX host names,
+reply codes and enhanced status codes do (never reply text, which often echoes the address).
+
+Only a reply that says *the mailbox does not exist* counts as a rejection (`classify_rcpt`): an
+enhanced status 5.1.0/5.1.1/5.1.10 (RFC 3463), or, without one, a 550 or a "user unknown"-style
+text.
+A 5.7.x status, or any 5xx whose text speaks of policy, blocklists, reputation or relaying, is the
+server refusing *us*, not a verdict on the mailbox: unknown. So is any other 5xx (mailbox full,
+system or syntax trouble). The whole probe (address lookups, connect, banner, EHLO, MAIL, RCPT,
+across at most `SMTP_MAX_HOSTS` MX hosts) ends after `SMTP_PROBE_DEADLINE_FACTOR` x
+`email.smtp_timeout` (time spent waiting for the pacer does not count), so a tarpit that drips its
+banner a byte a second costs a bounded time and yields unknown.
 """
 
 from __future__ import annotations
@@ -47,6 +71,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,6 +87,7 @@ import dns.rrset
 
 from exporter.config import DnsSettings, EmailSettings, split_host_port
 from exporter.names import InvalidName, to_alabel
+from exporter.suffixes import registrable_domain
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +103,8 @@ REASONS = frozenset(
         "timeout",
         "servfail",
         "invalid_response",
+        "deadline",
+        "query_budget",
         "invalid_address",
     }
 )
@@ -84,7 +112,29 @@ REASONS = frozenset(
 QUERY_OUTCOMES = frozenset({"success", "nxdomain", "timeout", "servfail", "refused", "error"})
 
 # A domain with dozens of MX records gains nothing from resolving them all; the best few decide.
+# (This also bounds what a hostile MX set of 1,000 names can cost.)
 _MAX_MX_TARGETS = 10
+
+# --- Bounds on one check (issue 8). Each lookup already has a lifetime (dns.timeout per server,
+# at most 3 servers); these bound the check as a whole, whatever the answers are.
+# A mail-domain check is two rounds of parallel lookups (MX + SOA, then A/AAAA of the exchanges),
+# so 4 x dns.timeout (12 s by default) leaves room for a slow server without letting a hostile
+# one hold the check.
+MAIL_CHECK_DEADLINE_FACTOR = 4.0
+# Lookups (resolver calls) per mail-domain check: MX + SOA + A and AAAA for each of the
+# _MAX_MX_TARGETS exchanges is 22; the budget is the backstop should any path ask more.
+MAIL_CHECK_QUERY_BUDGET = 24
+# A probe ends after 2 x email.smtp_timeout (20 s by default) of network time in all: enough for
+# one slow but honest server, or one host that cannot be reached and then one that answers.
+SMTP_PROBE_DEADLINE_FACTOR = 2.0
+# MX hosts a probe tries, best preference first, and addresses per host (A before AAAA).
+SMTP_MAX_HOSTS = 3
+SMTP_MAX_ADDRESSES = 2
+# Lookups a probe may make: A and AAAA for each host it tries.
+SMTP_QUERY_BUDGET = 2 * SMTP_MAX_HOSTS
+# The outer guard around a check fires this long after its deadline: the per-lookup lifetimes are
+# clamped to the deadline, so it only catches what they do not (it should never fire).
+_BACKSTOP_GRACE = 0.5
 # Bounds on what we accept from an SMTP server, so a hostile one cannot make us buffer forever.
 _MAX_REPLY_LINES = 64
 _MAX_LINE_BYTES = 4096
@@ -100,24 +150,32 @@ class MailVerdict:
     deliverable: bool | None  # None = unknown: never export it as 0
     reason: str
     mx_hosts: tuple[str, ...]  # usable mail hosts (A-labels), best preference first
-    zone: str | None  # apex of the zone holding the mail domain (SOA owner), None if unknown
+    # The registrable domain whose registration decides (`corp.example` for a contact at
+    # `eu.corp.example`); None when there is none to judge or the DNS could not tell.
+    zone: str | None
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     """The answer of one SMTP RCPT probe.
 
-    `accepted` is True for a 2xx to RCPT, False for a 5xx to RCPT, None otherwise. `code` is the
-    reply code that ended the conversation (normally RCPT's), `host` the MX name we talked to.
-    `reason` is one of: accepted, rejected, greylisted (4xx to RCPT), refused_session (the
-    banner, EHLO/HELO or MAIL FROM was not accepted), timeout, connection_error, protocol_error,
-    no_address (no MX host had a usable address), invalid_address, disabled (smtp_probe is off).
+    `accepted` is True for a 2xx to RCPT, False only for a 5xx that says the mailbox does not
+    exist (see `classify_rcpt`), None otherwise. `code` is the reply code that ended the
+    conversation (normally RCPT's), `enhanced` its RFC 3463 status code if it had one, `host`
+    the MX name we talked to. `reason` is one of: accepted, rejected (no such mailbox), policy
+    (5.7.x or a policy/blocklist text: the server refused us, not the mailbox), other_rejection
+    (another 5xx: mailbox full, system or syntax trouble), greylisted (4xx to RCPT),
+    refused_session (the banner, EHLO/HELO or MAIL FROM was not accepted), timeout (one
+    connection or session hit email.smtp_timeout), deadline (the probe's overall deadline),
+    connection_error, protocol_error, no_address (no MX host had a usable address),
+    invalid_address, disabled (smtp_probe is off).
     """
 
     accepted: bool | None
     code: int | None
     host: str | None
     reason: str = ""
+    enhanced: str | None = None
 
 
 def mail_domain_of(address: str) -> str | None:
@@ -133,11 +191,12 @@ def mail_domain_of(address: str) -> str | None:
 def apply_probe(
     deliverable: bool | None, reason: str, accepted: bool | None
 ) -> tuple[bool | None, str]:
-    """Combine a DNS verdict with an RCPT probe's answer (None: 4xx, timeout, no connection).
+    """Combine a DNS verdict with an RCPT probe's `ProbeResult.accepted`.
 
-    A probe only refines a DNS "deliverable": 5xx makes it 0 (`smtp_rejected`), a 4xx or a
-    failed probe makes it unknown (`smtp_unknown`), 2xx leaves it. It never overrides a DNS
-    "undeliverable", and DNS unknown stays unknown.
+    A probe only refines a DNS "deliverable": a "no such mailbox" rejection (accepted False)
+    makes it 0 (`smtp_rejected`); any other non-answer (4xx, 5.7.x and other policy or unclear
+    5xx, timeout, no connection: accepted None) makes it unknown (`smtp_unknown`); 2xx leaves it.
+    It never overrides a DNS "undeliverable", and DNS unknown stays unknown.
     """
     if deliverable is not True:
         return deliverable, reason
@@ -156,19 +215,35 @@ async def check_mail_domain(
 ) -> MailVerdict:
     """Decide from DNS whether `mail_domain` can receive mail. Never raises for network trouble.
 
-    `on_query(outcome)` is called once per DNS lookup (see QUERY_OUTCOMES), for the caller's
-    query counter. Raises only for configuration errors, never for network trouble: ValueError
-    when `dns.resolvers` holds something that is not an IP address, and dnspython's
-    NoResolverConfiguration when `dns.resolvers` is empty and the system has no resolver.
+    `on_query(outcome)` is called once per DNS lookup sent (see QUERY_OUTCOMES), for the
+    caller's query counter. The check ends within MAIL_CHECK_DEADLINE_FACTOR x `dns.timeout`
+    and makes at most MAIL_CHECK_QUERY_BUDGET lookups. Raises only for configuration errors,
+    never for network trouble: ValueError when `dns.resolvers` holds something that is not an
+    IP address, and dnspython's NoResolverConfiguration when `dns.resolvers` is empty and the
+    system has no resolver.
     """
     try:
         alabel = to_alabel(mail_domain)
     except InvalidName:
         return MailVerdict(None, "invalid_address", (), None)
-    lookups = _Lookups(dns, email.allow_private_addresses, on_query)
+    seconds = MAIL_CHECK_DEADLINE_FACTOR * dns.timeout
+    lookups = _Lookups(
+        dns,
+        email.allow_private_addresses,
+        on_query,
+        _Deadline(seconds),
+        MAIL_CHECK_QUERY_BUDGET,
+    )
     name = dns_name(alabel)
-    mx, zone = await asyncio.gather(lookups.lookup(name, _MX), lookups.zone_of(name))
-    deliverable, reason, hosts = await _judge(lookups, name, mx)
+    try:
+        async with asyncio.timeout(seconds + _BACKSTOP_GRACE):
+            mx, zone = await asyncio.gather(
+                lookups.lookup(name, _MX), lookups.registration_zone(registrable_domain(alabel))
+            )
+            deliverable, reason, hosts = await _judge(lookups, name, mx)
+    except TimeoutError:
+        log.warning("mail domain check of %s hit its %.1fs deadline", alabel, seconds)
+        return MailVerdict(None, "deadline", (), None)
     return MailVerdict(deliverable, reason, hosts, zone)
 
 
@@ -227,19 +302,39 @@ async def _judge(
 
 @dataclass(frozen=True)
 class _Lookup:
-    outcome: str  # one of QUERY_OUTCOMES
+    outcome: str  # one of QUERY_OUTCOMES, or "not_sent" when a bound stopped it beforehand
     rrset: dns.rrset.RRset | None  # None for NODATA and every failure
     response: dns.message.Message | None  # the NOERROR/NXDOMAIN message, for SOA in authority
+    limit: str | None = None  # "deadline" / "query_budget" when one of our bounds cut it short
 
     @property
     def unknown_reason(self) -> str | None:
         """The verdict reason when this lookup failed to give an answer, else None."""
+        if self.limit is not None:
+            return self.limit
         return {
             "timeout": "timeout",
             "servfail": "servfail",
             "refused": "servfail",
             "error": "invalid_response",
         }.get(self.outcome)
+
+
+class _Deadline:
+    """A point on the monotonic clock by which a check must be done.
+
+    `extend()` pushes it back by time we chose to spend (waiting for the SMTP pacer), so only
+    time spent on the network counts against it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._at - time.monotonic()
+
+    def extend(self, seconds: float) -> None:
+        self._at += max(0.0, seconds)
 
 
 @dataclass(frozen=True)
@@ -257,9 +352,14 @@ class _Lookups:
         settings: DnsSettings,
         allow_private: bool,
         on_query: Callable[[str], None] | None,
+        deadline: _Deadline,
+        budget: int,
     ) -> None:
         self._allow_private = allow_private
         self._on_query = on_query
+        self._deadline = deadline
+        self._budget = budget
+        self.used = 0  # lookups sent so far
         if settings.resolvers:
             resolver = dns.asyncresolver.Resolver(configure=False)
             servers: list[str | dns.nameserver.Nameserver] = []
@@ -284,19 +384,36 @@ class _Lookups:
         self._resolver = resolver
 
     async def lookup(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Lookup:
+        if self.used >= self._budget:
+            log.debug("DNS %s %s not sent: query budget spent", _text(name), rdtype.name)
+            return _Lookup("not_sent", None, None, "query_budget")
+        remaining = self._deadline.remaining()
+        if remaining <= 0:
+            return _Lookup("not_sent", None, None, "deadline")
+        self.used += 1
+        # A lifetime cut down to what is left of the deadline: when it expires, say so.
+        lifetime = self._resolver.lifetime
+        clamped = remaining < lifetime
         try:
             answer = await self._resolver.resolve(
-                name, rdtype, search=False, raise_on_no_answer=False
+                name,
+                rdtype,
+                search=False,
+                raise_on_no_answer=False,
+                lifetime=min(lifetime, remaining),
             )
         except dns.resolver.NXDOMAIN as exc:
             responses: dict[dns.name.Name, dns.message.Message] = exc.kwargs.get("responses", {})
             return self._done(_Lookup("nxdomain", None, responses.get(name)))
         except dns.resolver.NoNameservers as exc:
-            return self._done(_Lookup(_classify_no_nameservers(exc), None, None))
+            outcome = _classify_no_nameservers(exc)
+            limit = "deadline" if clamped and outcome == "timeout" else None
+            return self._done(_Lookup(outcome, None, None, limit))
         except dns.exception.Timeout:
-            return self._done(_Lookup("timeout", None, None))
+            return self._done(_Lookup("timeout", None, None, "deadline" if clamped else None))
         except dns.exception.DNSException as exc:
-            log.debug("DNS %s %s failed: %s", _text(name), dns.rdatatype.to_text(rdtype), exc)
+            # Includes a CNAME chain that loops or is too long (dns.message.ChainTooLong).
+            log.debug("DNS %s %s failed: %s", _text(name), rdtype.name, type(exc).__name__)
             return self._done(_Lookup("error", None, None))
         rrset = answer.rrset
         if rrset is not None and rrset.rdtype != rdtype:
@@ -317,24 +434,21 @@ class _Lookups:
         unknown = next((r.unknown_reason for r in (a, aaaa) if r.unknown_reason), None)
         return _HostAddresses(usable, bool(found), unknown)
 
-    async def zone_of(self, name: dns.name.Name) -> str | None:
-        """Walk up from `name` with SOA queries, as dns.asyncresolver.zone_for_name does, but
-        counting every query and stopping (None) at the first failure instead of raising: a
-        timeout part-way would otherwise report a zone further up that is not the real one."""
-        current = name
-        while current != dns.name.root:
-            result = await self.lookup(current, dns.rdatatype.SOA)
-            if result.outcome not in ("success", "nxdomain"):
-                return None
-            if result.rrset is not None and result.rrset.name == current:
-                return _text(current)
-            if result.response is not None:
-                for rrset in result.response.authority:
-                    if rrset.rdtype == dns.rdatatype.SOA and (
-                        current.is_subdomain(rrset.name) and rrset.name != current
-                    ):
-                        return None if rrset.name == dns.name.root else _text(rrset.name)
-            current = current.parent()
+    async def registration_zone(self, registrable: str | None) -> str | None:
+        """`registrable` if it is a zone apex (a delegated registration), else None.
+
+        Not a walk up from the mail domain: the zone that holds `eu.corp.example` may be that
+        sub-zone itself, which has no registration. One SOA query at the registrable name tells
+        whether the registry delegated it. NODATA or NXDOMAIN there means the name lives inside
+        its suffix operator's zone or does not exist (no registration to judge); a failed query
+        means we cannot tell. Both give None, which never counts against the contact.
+        """
+        if registrable is None:
+            return None
+        name = dns_name(registrable)
+        result = await self.lookup(name, dns.rdatatype.SOA)
+        if result.rrset is not None and result.rrset.name == name:
+            return registrable
         return None
 
 
@@ -443,14 +557,96 @@ class SmtpPacer:
         self._next_free[key] = start + self.min_interval
         return start - now
 
-    async def wait(self, host: str) -> None:
+    async def wait(self, host: str) -> float:
+        """Wait for `host`'s next slot; returns the seconds waited."""
         delay = self.reserve(host)
         if delay > 0:
             await asyncio.sleep(delay)
+        return max(0.0, delay)
+
+
+# --- What a reply to RCPT TO says about the mailbox (RFC 5321 §4.2, RFC 3463).
+
+# An enhanced status code opens the text of each reply line: class.subject.detail.
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+# The server refused *us* (our address, reputation, the null sender, relaying), not the mailbox.
+_POLICY_TEXT = re.compile(
+    r"polic|block|black ?list|deny|denied|listed|spamhaus|spamcop|barracuda|sorbs|\bs?rbl\b|"
+    r"dnsbl|\bspam|reputation|relay|not permitted|prohibit|refused|\bbann?ed\b|abuse|"
+    r"authenticat|\bspf\b|dmarc|dkim|sender|reverse dns|\brdns\b|\bptr\b|client host|"
+    r"too many|rate limit|throttl|gr[ae]ylist|try again|later|temporar",
+    re.IGNORECASE,
+)
+# The mailbox exists but cannot take mail now: not "does not exist".
+_MAILBOX_BUSY_TEXT = re.compile(
+    r"full|quota|storage|exceed|over ?limit|disabled|inactive|suspended|locked|frozen",
+    re.IGNORECASE,
+)
+# The mailbox does not exist, said in words (for replies without an enhanced status code).
+_NO_MAILBOX_TEXT = re.compile(
+    r"user unknown|unknown user|unknown recipient|recipient unknown|unknown mailbox|"
+    r"no such (user|mailbox|recipient|address|account)|(does not|doesn't|no longer) exists?|"
+    r"(mailbox|user|recipient|account) not found|invalid (recipient|mailbox|user)|unroutable|"
+    r"unrouteable",
+    re.IGNORECASE,
+)
+# Enhanced codes that say the destination mailbox does not exist: 5.1.1 bad mailbox, 5.1.0 other
+# address status (what many servers send for an unknown user), and 5.1.10, which is RFC 7505's
+# "null MX" (no mail for that domain at all) and Microsoft 365's RecipientNotFound.
+_NO_MAILBOX_STATUS = frozenset({"5.1.0", "5.1.1", "5.1.10"})
+# Where a reply echoes the address (`<gone@example>:`), its words must not count as the
+# server's: a mailbox named `blocked@` is not a blocklist entry.
+_ANGLE_ADDRESS = re.compile(r"<[^<>]*>")
+
+
+def enhanced_status(text: str) -> str | None:
+    """The RFC 3463 enhanced status code opening a reply's text (`5.1.1`), if any."""
+    match = _ENHANCED.match(text.lstrip())
+    return ".".join(match.groups()) if match else None
+
+
+def classify_rcpt(code: int, text: str, mailbox: str = "") -> tuple[bool | None, str]:
+    """(accepted, reason) for a reply to RCPT TO; `text` is the reply without its code.
+
+    - 2xx: (True, accepted). 4xx: (None, greylisted): try later, nothing is known.
+    - 5xx whose text speaks of policy, blocklists, reputation, relaying or the sender, or whose
+      enhanced code is X.7.Y (security or policy status): (None, policy).
+    - 5xx with enhanced code 5.1.0, 5.1.1 or 5.1.10 (no such mailbox): (False, rejected).
+    - 5xx without an enhanced code: a 550, or a text that says the mailbox does not exist
+      ("user unknown", "no such user"): (False, rejected).
+    - Anything else, e.g. 5.2.2 mailbox full, 5.5.x syntax, 5.3.x system, 553/554 without
+      such text: (None, other_rejection). Unknown is never "undeliverable".
+    """
+    if 200 <= code < 300:
+        return True, "accepted"
+    if 400 <= code < 500:
+        return None, "greylisted"
+    if not 500 <= code < 600:
+        return None, "protocol_error"
+    words = _ANGLE_ADDRESS.sub(" ", text)
+    if mailbox:
+        words = re.sub(re.escape(mailbox), " ", words, flags=re.IGNORECASE)
+    enhanced = enhanced_status(text)
+    if _POLICY_TEXT.search(words) or (enhanced is not None and enhanced.split(".")[1] == "7"):
+        return None, "policy"
+    if _MAILBOX_BUSY_TEXT.search(words):
+        return None, "other_rejection"
+    if enhanced is not None:
+        gone = enhanced in _NO_MAILBOX_STATUS
+        return (False, "rejected") if gone else (None, "other_rejection")
+    if code == 550 or _NO_MAILBOX_TEXT.search(words):
+        return False, "rejected"
+    return None, "other_rejection"
 
 
 class _SmtpError(Exception):
     """The server broke the protocol (closed mid-reply, garbage, or an endless reply)."""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    code: int
+    text: str  # every line's text after the code, joined by newlines; may echo the address
 
 
 async def probe_mailbox(
@@ -464,9 +660,11 @@ async def probe_mailbox(
 ) -> ProbeResult:
     """Ask the best reachable MX whether it would take mail for `address`; never sends DATA.
 
-    Hosts are tried in order, moving on only when a connection cannot be made; once a server
-    answers, its answer stands. Does nothing (reason `disabled`) unless `email.smtp_probe` is set.
-    `pacer` spaces probes per MX host; without one there is no pacing (one-shot use only).
+    Hosts are tried in order (at most SMTP_MAX_HOSTS, SMTP_MAX_ADDRESSES addresses each),
+    moving on only when a connection cannot be made; once a server answers, its answer stands.
+    The whole probe ends within SMTP_PROBE_DEADLINE_FACTOR x `email.smtp_timeout` of network
+    time. Does nothing (reason `disabled`) unless `email.smtp_probe` is set. `pacer` spaces
+    probes per MX host; without one there is no pacing (one-shot use only).
     """
     if not email.smtp_probe:
         return ProbeResult(None, None, None, "disabled")
@@ -475,27 +673,38 @@ async def probe_mailbox(
         # A non-ASCII local part needs SMTPUTF8; not worth the risk for a weak signal.
         return ProbeResult(None, None, None, "invalid_address")
     mailbox = f"{parts[0]}@{parts[1]}"
-    lookups = _Lookups(dns, email.allow_private_addresses, on_query)
+    deadline = _Deadline(SMTP_PROBE_DEADLINE_FACTOR * email.smtp_timeout)
+    lookups = _Lookups(
+        dns, email.allow_private_addresses, on_query, deadline, SMTP_QUERY_BUDGET
+    )
     last = ProbeResult(None, None, None, "no_address")
-    for host in mx_hosts:
+    for host in list(mx_hosts)[:SMTP_MAX_HOSTS]:
         try:
             host_name = dns_name(to_alabel(host))
         except InvalidName:
             continue
         found = await lookups.addresses(host_name)
+        if found.unknown_reason == "deadline":
+            return _out_of_time(host)
         if not found.usable:
             log.debug("SMTP probe: %s has no usable address", host)
             continue
         if pacer is not None:
-            await pacer.wait(host)
-        for ip in found.usable:
+            deadline.extend(await pacer.wait(host))
+        for ip in found.usable[:SMTP_MAX_ADDRESSES]:
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                return _out_of_time(host)
+            limit = min(email.smtp_timeout, remaining)
             try:
-                async with asyncio.timeout(email.smtp_timeout):
+                async with asyncio.timeout(limit):
                     reader, writer = await asyncio.open_connection(
                         ip, email.smtp_port, limit=_MAX_LINE_BYTES
                     )
             except (OSError, TimeoutError) as exc:
-                kind = "timeout" if isinstance(exc, TimeoutError) else "connection_error"
+                kind = "connection_error"
+                if isinstance(exc, TimeoutError):
+                    kind = "deadline" if limit < email.smtp_timeout else "timeout"
                 log.warning(
                     "SMTP probe: cannot connect to %s (%s) port %d: %s",
                     host,
@@ -506,15 +715,27 @@ async def probe_mailbox(
                 last = ProbeResult(None, None, host, kind)
                 continue
             try:
-                result = await _converse(reader, writer, mailbox, host, email)
+                result = await _converse(reader, writer, mailbox, host, email, deadline)
             finally:
                 writer.close()
                 with contextlib.suppress(OSError, TimeoutError):
-                    async with asyncio.timeout(1.0):
+                    async with asyncio.timeout(min(1.0, max(deadline.remaining(), 0.1))):
                         await writer.wait_closed()
-            log.debug("SMTP probe via %s (%s): %s, code %s", host, ip, result.reason, result.code)
+            log.debug(
+                "SMTP probe via %s (%s): %s, code %s %s",
+                host,
+                ip,
+                result.reason,
+                result.code,
+                result.enhanced or "",
+            )
             return result
     return last
+
+
+def _out_of_time(host: str) -> ProbeResult:
+    log.warning("SMTP probe: deadline reached at %s", host)
+    return ProbeResult(None, None, host, "deadline")
 
 
 async def _converse(
@@ -523,39 +744,39 @@ async def _converse(
     mailbox: str,
     host: str,
     email: EmailSettings,
+    deadline: _Deadline,
 ) -> ProbeResult:
-    """One session under a single deadline, so a tarpit costs at most `smtp_timeout`."""
+    """One session under a single limit: `smtp_timeout`, or less if the probe's deadline is
+    nearer, so a tarpit (a banner dripped a byte a second, or none at all) costs no more."""
 
-    async def command(line: str) -> int:
+    async def command(line: str) -> _Reply:
         writer.write(line.encode("ascii") + b"\r\n")
         await writer.drain()
         return await _read_reply(reader)
 
-    def stop(code: int, reason: str) -> ProbeResult:
-        return ProbeResult(None, code, host, reason)
+    def stop(reply: _Reply, reason: str) -> ProbeResult:
+        return ProbeResult(None, reply.code, host, reason, enhanced_status(reply.text))
 
+    limit = min(email.smtp_timeout, deadline.remaining())
     try:
-        async with asyncio.timeout(email.smtp_timeout):
-            code = await _read_reply(reader)
-            if code != 220:
-                return stop(code, "refused_session")
-            code = await command(f"EHLO {email.smtp_helo}")
-            if 500 <= code < 600:  # an old server without ESMTP
-                code = await command(f"HELO {email.smtp_helo}")
-            if not 200 <= code < 300:
-                return stop(code, "refused_session")
-            code = await command("MAIL FROM:<>")
-            if not 200 <= code < 300:
-                return stop(code, "refused_session")
-            code = await command(f"RCPT TO:<{mailbox}>")
-            if 200 <= code < 300:
-                result = ProbeResult(True, code, host, "accepted")
-            elif 500 <= code < 600:
-                result = ProbeResult(False, code, host, "rejected")
-            else:
-                result = ProbeResult(None, code, host, "greylisted")
+        async with asyncio.timeout(limit):
+            reply = await _read_reply(reader)
+            if reply.code != 220:
+                return stop(reply, "refused_session")
+            reply = await command(f"EHLO {email.smtp_helo}")
+            if 500 <= reply.code < 600:  # an old server without ESMTP
+                reply = await command(f"HELO {email.smtp_helo}")
+            if not 200 <= reply.code < 300:
+                return stop(reply, "refused_session")
+            reply = await command("MAIL FROM:<>")
+            if not 200 <= reply.code < 300:
+                return stop(reply, "refused_session")
+            reply = await command(f"RCPT TO:<{mailbox}>")
+            accepted, reason = classify_rcpt(reply.code, reply.text, mailbox)
+            result = ProbeResult(accepted, reply.code, host, reason, enhanced_status(reply.text))
     except TimeoutError:
-        return ProbeResult(None, None, host, "timeout")
+        reason = "deadline" if limit < email.smtp_timeout else "timeout"
+        return ProbeResult(None, None, host, reason)
     except (
         OSError,
         _SmtpError,
@@ -566,16 +787,19 @@ async def _converse(
         log.warning("SMTP probe: session with %s failed: %s", host, type(exc).__name__)
         return ProbeResult(None, None, host, "protocol_error")
     # Polite goodbye; the verdict is already known, so a slow or rude QUIT changes nothing.
-    with contextlib.suppress(
-        OSError, TimeoutError, _SmtpError, asyncio.IncompleteReadError, ValueError
-    ):
-        async with asyncio.timeout(min(email.smtp_timeout, 2.0)):
-            await command("QUIT")
+    goodbye = min(email.smtp_timeout, 2.0, deadline.remaining())
+    if goodbye > 0:
+        with contextlib.suppress(
+            OSError, TimeoutError, _SmtpError, asyncio.IncompleteReadError, ValueError
+        ):
+            async with asyncio.timeout(goodbye):
+                await command("QUIT")
     return result
 
 
-async def _read_reply(reader: asyncio.StreamReader) -> int:
-    """Read one (possibly multi-line) reply and return its code."""
+async def _read_reply(reader: asyncio.StreamReader) -> _Reply:
+    """Read one (possibly multi-line) reply: its code and its text."""
+    lines: list[str] = []
     for _ in range(_MAX_REPLY_LINES):
         line = await reader.readline()  # raises ValueError past the stream's line limit
         if not line.endswith(b"\n"):
@@ -583,6 +807,7 @@ async def _read_reply(reader: asyncio.StreamReader) -> int:
         text = line.rstrip(b"\r\n")
         if len(text) < 3 or not text[:3].isdigit() or (len(text) > 3 and text[3:4] not in b" -"):
             raise _SmtpError("malformed reply line")
+        lines.append(text[4:].decode("utf-8", "replace"))
         if text[3:4] != b"-":
-            return int(text[:3])
+            return _Reply(int(text[:3]), "\n".join(lines))
     raise _SmtpError("reply too long")
