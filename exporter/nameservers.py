@@ -2,11 +2,39 @@
 
 `check_delegation(domain, settings)` finds the parent zone by following referrals (from the root
 servers, or from the zone cut a configured recursive resolver reports), asks the parent's servers
-directly with RD=0 for the domain's NS set, then asks every delegated server directly for the
-apex NS set (design doc B1-B3). It never raises for network failures: a failure is data in
+directly with RD=0 for the domain's NS set, then asks every server the PARENT delegates to for
+the apex NS set (design doc B1-B3). It never raises for network failures: a failure is data in
 `Delegation.error`, and an unmeasured set is `None`, never an empty set.
 
-`nameserver_mismatch(parent, expected, registry, child)` is the pure comparison (B4).
+Only authoritative answers are facts (issue 7):
+- A NXDOMAIN, or NODATA for NS, counts only with the AA bit, from a server of the zone that was
+  asked. Without AA (an intercepting network, a captive portal) the next server of that zone is
+  tried; when none gives an authoritative answer or a proper referral the check fails with
+  `not_authoritative`.
+- `delegated False` needs that authoritative negative answer from a parent-zone server, confirmed
+  by a second server of the parent zone when it has more than one. When another parent server
+  refers instead, the domain is delegated (a referral from any authoritative parent server wins)
+  and the server that said otherwise is named in `Delegation.disagreeing` and the log.
+
+Bounds (issue 8), per check:
+- Wall clock: `check_deadline(settings)` = DEADLINE_FACTOR x dns.timeout (12 s with the default
+  3 s). The walk asks a zone's servers one after another over UDP only (a dead server costs one
+  timeout, the next server is the better retry); the children are probed in parallel, each
+  address over UDP and, after a UDP timeout, once over TCP (2 x timeout). So one dead server on
+  the way down plus dead children still fits; beyond that the check fails with `deadline`.
+- Messages: QUERY_BUDGET (every UDP or TCP message counts); then the check fails `query_budget`.
+- Servers: at most MAX_NS_PER_ZONE names of one zone are tried on the way down, and at most that
+  many of the domain's own NS names are probed (sorted order; the others are `skipped`).
+A check that ends on the deadline or the budget keeps what it measured (the parent set, the
+verdicts of the children that finished).
+
+IPv6: every NS name is resolved for A and AAAA and each address is asked. An address this host
+has no route to (a UDP connect() fails with ENETUNREACH/EADDRNOTAVAIL/EAFNOSUPPORT; no packet is
+sent) is skipped with reason `no_route` and never makes a server lame; a reachable address that
+answers wrongly or not at all does (a dual-stack server with a dead IPv6 address is lame).
+
+`nameserver_mismatch(parent, expected, registry)` is the pure comparison (B4, issue 7): the
+parent's set against the expected set when one is configured, else against the registry's.
 
 Every name this module returns is a lower-case A-label without trailing dot.
 """
@@ -14,8 +42,10 @@ Every name this module returns is a lower-case A-label without trailing dot.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,22 +82,48 @@ IANA_ROOT_SERVERS: tuple[str, ...] = (
     "202.12.27.33",
 )
 
+# One check's wall-clock deadline is DEADLINE_FACTOR x dns.timeout (issue 8: <= 4 x timeout).
+DEADLINE_FACTOR = 4.0
+# DNS messages one check may send. A healthy domain with 16 dual-stack NS names outside its own
+# zone costs about 70 in root mode (walk 3, name lookups 2 per name after the first of a
+# provider zone, 2 probes per name); the budget only stops pathological delegations.
+QUERY_BUDGET = 100
+# NS names tried per zone on the way down, and NS names of the domain probed. Real NS sets have
+# 2-13 names; a delegation to 1,000 names must not cost 1,000 probes.
+MAX_NS_PER_ZONE = 16
+
+# A verdict on one nameserver (None in `Delegation.lame` = healthy).
 LameReason = Literal[
     "timeout", "refused", "servfail", "not_authoritative", "nxdomain", "no_address", "referral"
 ]
+# Why a nameserver of the parent's set has no verdict.
+SkipReason = Literal["no_route", "unresolved", "not_probed"]
 CheckError = Literal[
-    "timeout", "servfail", "refused", "no_parent", "unreachable", "invalid_response"
+    "timeout",
+    "servfail",
+    "refused",
+    "no_parent",
+    "unreachable",
+    "invalid_response",
+    "not_authoritative",
+    "no_route",
+    "deadline",
+    "query_budget",
 ]
 QueryOutcome = Literal["success", "nxdomain", "timeout", "servfail", "refused", "error"]
 
 _EDNS_PAYLOAD = 1232
-# Concurrent DNS messages in flight for one check; the scheduler bounds checks across domains.
-_MAX_IN_FLIGHT = 8
+# Concurrent DNS messages in flight for one check (the children are probed in parallel); the
+# scheduler bounds checks across domains.
+_MAX_IN_FLIGHT = 16
 # Referral steps in one walk (root -> TLD -> suffix -> ... ); real chains are 2-4 deep.
 _MAX_STEPS = 10
 # Nesting of "resolve the address of an out-of-bailiwick NS name" inside another walk.
 _MAX_DEPTH = 4
 _MAX_CNAMES = 4
+# send()/connect() errors that mean "this host cannot reach that address family or network":
+# a local fact, never a verdict on the remote server.
+_NO_ROUTE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 _Server = tuple[str, int]  # (address, port)
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
@@ -78,13 +134,20 @@ class Delegation:
     """The measured delegation of one domain. `None` always means "not measured"."""
 
     parent_zone: str | None  # "test", "co.test", "." for a TLD; None when not found
-    parent: tuple[str, ...] | None  # NS names in the parent's referral, sorted
-    delegated: bool | None  # False when the parent answered NXDOMAIN (or has no cut there)
+    parent: tuple[str, ...] | None  # NS names in the parent's referral, sorted; () = none
+    delegated: bool | None  # False only from confirmed authoritative NXDOMAIN/NODATA
     child: tuple[str, ...] | None  # union of apex NS sets from authoritative child answers
     child_sets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    lame: Mapping[str, LameReason | None] = field(default_factory=dict)  # None = healthy
+    # Verdicts on the parent's NS names (None = healthy). Names without a verdict are in
+    # `skipped`, never here.
+    lame: Mapping[str, LameReason | None] = field(default_factory=dict)
     queries: int = 0
     error: CheckError | None = None
+    # Parent-zone servers whose authoritative answer lost to another's referral, "name (address)".
+    disagreeing: tuple[str, ...] = ()
+    skipped: Mapping[str, SkipReason] = field(default_factory=dict)
+    # "name address" of NS addresses not asked because this host has no route to them.
+    unroutable: tuple[str, ...] = ()
 
     @property
     def child_sets_differ(self) -> bool:
@@ -95,40 +158,56 @@ class Delegation:
     def lame_servers(self) -> tuple[str, ...]:
         return tuple(sorted(ns for ns, reason in self.lame.items() if reason is not None))
 
+    @property
+    def inconsistent(self) -> bool | None:
+        """`domain_nameserver_inconsistent`: the parent's set differs from the union of the apex
+        NS sets its servers answered. None when not delegated or no child answered."""
+        if not self.delegated or self.parent is None or self.child is None:
+            return None
+        return _name_set(self.parent) != _name_set(self.child)
+
     def mismatch(
         self, expected: Iterable[str] | None, registry: Iterable[str] | None
     ) -> bool | None:
-        """`nameserver_mismatch` for this measurement; None whenever the check failed.
+        """`nameserver_mismatch` for this measurement (see that function).
 
-        A failed check (`error` set, e.g. "unreachable" with the parent set still known) yields
-        no verdict: the failure is reported as such, never as a mismatch or an all-clear.
+        A check that failed after measuring the parent set (e.g. `unreachable`) still gives a
+        verdict: the parent's set is a fact even when no child answered (issue 7 case 5).
         """
-        if self.error is not None:
-            return None
-        return nameserver_mismatch(self.parent, expected, registry, self.child)
+        return nameserver_mismatch(self.parent if self.delegated else None, expected, registry)
 
 
 def nameserver_mismatch(
     parent: Iterable[str] | None,
     expected: Iterable[str] | None,
     registry: Iterable[str] | None,
-    child: Iterable[str] | None,
+    child: Iterable[str] | None = None,
 ) -> bool | None:
-    """True when the parent's set differs from expected (if non-empty), registry or child.
+    """True when the parent's set differs from the expected set (if non-empty), else from the
+    registry's set.
 
-    None when the parent delegation was not measured: a DNS failure is never a mismatch.
+    None when the parent set was not measured (None), the domain is not delegated (empty set),
+    or neither an expected nor a registry set is known: no comparison, no verdict. `child` is
+    ignored (the child's set decides `inconsistent`, never a mismatch); it is accepted so that
+    callers written for the old four-argument form keep working.
     Names are compared after normalisation, so case, order and a trailing dot do not matter.
     """
-    if parent is None:
+    del child
+    if not parent:
         return None
     p = _name_set(parent)
     if expected is not None:
         e = _name_set(expected)
-        if e and e != p:
-            return True
-    if registry is not None and _name_set(registry) != p:
-        return True
-    return child is not None and _name_set(child) != p
+        if e:
+            return e != p
+    if registry is None:
+        return None
+    return _name_set(registry) != p
+
+
+def check_deadline(settings: DnsSettings) -> float:
+    """The wall-clock deadline of one delegation check, in seconds."""
+    return DEADLINE_FACTOR * settings.timeout
 
 
 def _name_set(names: Iterable[str]) -> frozenset[str]:
@@ -151,26 +230,19 @@ async def check_delegation(
 ) -> Delegation:
     """Measure the delegation of `domain` (parent referral, child apex NS, lame servers).
 
-    `extra_names` are NS names from config or RDAP that are queried as child servers too.
+    `extra_names` is accepted and ignored: only the servers the parent delegates to are asked
+    (issue 7: probing stale registry or expected names made false "child" sets).
     `on_query(outcome)` is called once per DNS message sent (outcome: success, nxdomain,
-    timeout, servfail, refused, error).
+    timeout, servfail, refused, error); `Delegation.queries` is their number.
     """
-    probe: _Probe | None = None
-    try:
-        probe = _Probe(domain, settings, on_query)
-        return await probe.run(extra_names)
-    except (dns.exception.DNSException, OSError, ValueError) as exc:
-        # Anything the per-query handling did not anticipate (e.g. an unusable name in a
-        # response) is still a failed check, never an exception for the scheduler.
-        log.debug("dns check for %s failed: %s", domain, exc)
-        queries = probe.queries if probe is not None else 0
-        return Delegation(None, None, None, None, queries=queries, error="invalid_response")
+    del extra_names
+    return await _Probe(domain, settings, on_query).check()
 
 
 @dataclass
 class _Reply:
     response: dns.message.Message | None
-    failure: Literal["timeout", "error"] | None = None
+    failure: Literal["timeout", "error", "no_route"] | None = None
 
 
 @dataclass
@@ -182,16 +254,36 @@ class _NsEntry:
     addresses: tuple[_Server, ...] | None
 
 
+@dataclass(frozen=True)
+class _Found:
+    """Addresses of one type for a name; `definitive` when an authoritative (or, in resolver
+    mode, the resolver's) answer said so, False when the lookup failed."""
+
+    addresses: tuple[_Server, ...]
+    definitive: bool
+
+
 @dataclass
 class _Step:
-    """The end of a walk: a final answer, NXDOMAIN, a referral we asked to stop at, or failure."""
+    """The end of a walk: an answer, NXDOMAIN, a referral, a confirmed negative, or failure."""
 
-    kind: Literal["answer", "nxdomain", "referral", "glue", "failed"]
+    kind: Literal["answer", "nxdomain", "referral", "glue", "negative", "failed"]
     zone: dns.name.Name
     response: dns.message.Message | None = None
     reason: str | None = None
     cut: dns.name.Name | None = None
     servers: list[_NsEntry] = field(default_factory=list)
+    entry: _NsEntry | None = None  # the server that gave this response
+    source: str = ""  # "name (address)" of that server, for logs
+
+
+class _Gate:
+    """Lets the NS names of one provider zone resolve after the first one: its walk fills the
+    zone-cut cache, so the others cost one query per address type instead of a walk each."""
+
+    def __init__(self, leader: bool, ready: asyncio.Event) -> None:
+        self.leader = leader
+        self.ready = ready
 
 
 class _Probe:
@@ -203,8 +295,11 @@ class _Probe:
         self.domain_text = domain
         self.domain = dns.name.from_text(_display(domain))
         self.timeout = settings.timeout
+        self.deadline = check_deadline(settings)
         self.on_query = on_query
         self.queries = 0
+        self.sent = 0
+        self.exhausted = asyncio.Event()
         self.sem = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self.resolvers = tuple(_server(s) for s in settings.resolvers)
         roots = settings.root_servers or IANA_ROOT_SERVERS
@@ -212,90 +307,223 @@ class _Probe:
         self.cuts: dict[dns.name.Name, list[_NsEntry]] = {
             dns.name.root: [_NsEntry(None, (_server(s),)) for s in roots]
         }
-        self.addresses: dict[dns.name.Name, tuple[_Server, ...]] = {}
+        self.addresses: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], _Found] = {}
+        self.routes: dict[str, bool] = {}
+        # Walk servers that timed out in this check are not asked again (a resolver's infra
+        # cache): 1,000 NS names in one dead zone cost one timeout, not 1,000.
+        self.silent: set[_Server] = set()
+        # What has been measured so far; a deadline or budget stop returns exactly this.
+        self.zone_text: str | None = None
+        self.parent: tuple[str, ...] | None = None
+        self.delegated: bool | None = None
+        self.lame: dict[str, LameReason | None] = {}
+        self.child_sets: dict[str, tuple[str, ...]] = {}
+        self.skipped: dict[str, SkipReason] = {}
+        self.disagreeing: list[str] = []
+        self.unroutable: list[str] = []
 
-    # -- the check ---------------------------------------------------------------------------
+    # -- the check under its deadline and budget -------------------------------------------
 
-    async def run(self, extra_names: Iterable[str]) -> Delegation:
+    async def check(self) -> Delegation:
+        run = asyncio.ensure_future(self._run_guarded())
+        spent = asyncio.ensure_future(self.exhausted.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {run, spent}, timeout=self.deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            run.cancel()
+            spent.cancel()
+            raise
+        spent.cancel()
+        if run in done:
+            return run.result()
+        # Cancelling the walk cancels every query in flight (each is counted as a timeout).
+        run.cancel()
+        await asyncio.wait({run})
+        error: CheckError = "query_budget" if self.exhausted.is_set() else "deadline"
+        log.debug(
+            "dns check for %s stopped: %s after %d queries (deadline %.1fs, budget %d)",
+            self.domain_text,
+            error,
+            self.queries,
+            self.deadline,
+            QUERY_BUDGET,
+        )
+        return self._result(error)
+
+    async def _run_guarded(self) -> Delegation:
+        try:
+            return await self._run()
+        except (dns.exception.DNSException, OSError, ValueError) as exc:
+            # Anything the per-query handling did not anticipate (e.g. an unusable name in a
+            # response) is still a failed check, never an exception for the scheduler.
+            log.debug("dns check for %s failed: %s", self.domain_text, exc)
+            return self._result("invalid_response")
+
+    async def _run(self) -> Delegation:
         if self.resolvers:
             start = await self._parent_zone_via_resolver()
             if isinstance(start, str):
-                return self._failed(start)
+                return self._result(start)
             zone, servers = start
             self.cuts = {zone: servers}
-        step = await self._iterate(self.domain, dns.rdatatype.NS, stop_at_cut=True, depth=0)
-        zone_text = _display(step.zone)
+        step = await self._iterate(self.domain, dns.rdatatype.NS, stop_at_cut=True, chain=())
         if step.kind == "failed":
-            return self._failed(_check_error(step.reason), zone=None)
-        if step.kind == "nxdomain":
-            return Delegation(zone_text, (), False, None, queries=self.queries)
+            return self._result(_check_error(step.reason))
+        self.zone_text = _display(step.zone)
+        if step.kind == "negative":
+            self.parent, self.delegated = (), False
+            return self._result(None)
         assert step.response is not None
-        if step.kind == "referral":
-            ns_names = _ns_names(step.response.authority, self.domain)
-        else:  # an authoritative answer from a server that also hosts the child zone
-            ns_names = _ns_names(step.response.answer, self.domain)
-            if not ns_names:  # NODATA: the name exists in the parent but is no zone cut
-                return Delegation(zone_text, (), False, None, queries=self.queries)
-        if step.kind == "answer":
+        section = step.response.authority if step.kind == "referral" else step.response.answer
+        ns_names = _ns_names(section, self.domain)
+        if step.kind == "answer":  # a parent server that also hosts the child zone
             self._learn_glue(step.response, step.zone)
-        parent = tuple(sorted({_display(n) for n in ns_names}))
-        extra = {n for n in (normalise_host(x) for x in extra_names) if n}
-        names = sorted(set(parent) | extra)
-        results = await asyncio.gather(*(self._probe_child(n) for n in names))
-        lame: dict[str, LameReason | None] = {}
-        child_sets: dict[str, tuple[str, ...]] = {}
-        for name, reason, ns_set in results:
-            lame[name] = reason
-            if ns_set is not None:
-                child_sets[name] = ns_set
-        child = tuple(sorted({n for s in child_sets.values() for n in s})) if child_sets else None
-        error: CheckError | None = None
-        if child is None and all(r in ("timeout", "no_address") for r in lame.values()):
-            # Nothing answered at all: we cannot tell a dead domain from our own network
-            # trouble, so the check failed (but the parent set is still a measured fact).
-            error = "unreachable"
+        self.parent = tuple(sorted({_display(n) for n in ns_names}))
+        self.delegated = True
+        # The domain's own servers answer for in-bailiwick names (e.g. AAAA of ns1.<domain>
+        # when the referral's glue had only A).
+        self.cuts[self.domain] = step.servers or [
+            _NsEntry(n, self._known_addresses(n)) for n in ns_names
+        ]
+        await self._probe_children(self.parent)
+        return self._result(self._children_error())
+
+    def _result(self, error: CheckError | None) -> Delegation:
+        measured = self.parent is not None
+        child = (
+            tuple(sorted({n for s in self.child_sets.values() for n in s}))
+            if self.child_sets
+            else None
+        )
+        skipped = dict(self.skipped)
+        if self.delegated:
+            for name in self.parent or ():
+                if name not in self.lame and name not in skipped:
+                    skipped[name] = "not_probed"  # stopped by the deadline or the budget
         return Delegation(
-            zone_text,
-            parent,
-            True,
+            self.zone_text if measured else None,
+            self.parent,
+            self.delegated,
             child,
-            child_sets=child_sets,
-            lame=lame,
+            child_sets=dict(self.child_sets),
+            lame=dict(self.lame),
             queries=self.queries,
             error=error,
+            disagreeing=tuple(self.disagreeing),
+            skipped=skipped,
+            unroutable=tuple(self.unroutable),
         )
 
-    def _failed(self, error: CheckError, zone: str | None = None) -> Delegation:
-        return Delegation(zone, None, None, None, queries=self.queries, error=error)
+    def _children_error(self) -> CheckError | None:
+        if self.child_sets:
+            return None
+        if any(r not in ("timeout", "no_address") for r in self.lame.values()):
+            return None  # servers answered, wrongly: those are verdicts, the check worked
+        if not self.lame and self.skipped and set(self.skipped.values()) == {"no_route"}:
+            return "no_route"
+        # Nothing answered at all: we cannot tell a dead domain from our own network trouble,
+        # so the check failed (but the parent set is still a measured fact).
+        return "unreachable"
 
-    async def _probe_child(self, ns: str) -> tuple[str, LameReason | None, tuple[str, ...] | None]:
-        """Ask every address of NS name `ns` for the apex NS set (RD=0) and classify it (B3)."""
-        addresses = await self._resolve(dns.name.from_text(ns), depth=1)
-        if not addresses:
-            return ns, "no_address", None
-        replies = await asyncio.gather(
-            *(self._send(self.domain, dns.rdatatype.NS, a, rd=False) for a in addresses)
+    # -- the child side ----------------------------------------------------------------------
+
+    async def _probe_children(self, names: tuple[str, ...]) -> None:
+        probed = list(names[:MAX_NS_PER_ZONE])
+        for name in names[MAX_NS_PER_ZONE:]:
+            self.skipped[name] = "not_probed"
+        gates: dict[dns.name.Name, asyncio.Event] = {}
+        jobs = []
+        for ns in probed:
+            host = dns.name.from_text(ns)
+            leader = host.parent() not in gates
+            ready = gates.setdefault(host.parent(), asyncio.Event())
+            jobs.append(self._probe_child(ns, host, _Gate(leader, ready)))
+        # return_exceptions: one unusable name must not leave the other probes running
+        # unsupervised; it just gets no verdict.
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for ns, result in zip(probed, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                if not isinstance(result, dns.exception.DNSException | OSError | ValueError):
+                    raise result
+                log.debug("dns check for %s: server %s: %s", self.domain_text, ns, result)
+                self.skipped[ns] = "unresolved"
+
+    async def _probe_child(self, ns: str, host: dns.name.Name, gate: _Gate) -> None:
+        """Ask every address of NS name `ns` for the apex NS set (RD=0) and classify it (B3).
+
+        Each address type is resolved and probed on its own, so known glue is asked at once
+        while the other type is still being looked up.
+        """
+
+        async def family(
+            rdtype: dns.rdatatype.RdataType,
+        ) -> tuple[_Found, list[tuple[_Server, LameReason | set[str] | None]]]:
+            found = self.addresses.get((host, rdtype))
+            if found is None:
+                waits = not (gate.leader and rdtype == dns.rdatatype.A)
+                if waits:
+                    await gate.ready.wait()
+                try:
+                    found = await self._lookup(host, rdtype, chain=(host,))
+                finally:
+                    if not waits:
+                        gate.ready.set()
+            elif gate.leader and rdtype == dns.rdatatype.A:
+                gate.ready.set()
+            verdicts = await asyncio.gather(*(self._probe_address(ns, a) for a in found.addresses))
+            return found, list(zip(found.addresses, verdicts, strict=True))
+
+        (found_a, v4), (found_aaaa, v6) = await asyncio.gather(
+            family(dns.rdatatype.A), family(dns.rdatatype.AAAA)
         )
+        asked = [(a, v) for a, v in (*v4, *v6) if v is not None]  # None = no route from here
+        if not asked:
+            if v4 or v6:
+                self.skipped[ns] = "no_route"
+            elif found_a.definitive and found_aaaa.definitive:
+                self.lame[ns] = "no_address"  # authoritative: the name has no address
+            else:
+                self.skipped[ns] = "unresolved"  # its lookup failed: no verdict either way
+            return
         reason: LameReason | None = None
         answered: set[str] = set()
         healthy = False
-        for address, reply in zip(addresses, replies, strict=True):
-            verdict = _child_verdict(reply, self.domain)
+        for address, verdict in asked:
             if isinstance(verdict, str):
+                # One bad address makes a lame server (a dual-stack server with a dead IPv6
+                # address fails every client that prefers IPv6); the first one gives the reason.
                 reason = reason or verdict
-                if reply.response is not None:  # silence was already logged by _send
-                    log.debug(
-                        "dns check for %s: server %s at %s is lame: %s",
-                        self.domain_text,
-                        ns,
-                        address[0],
-                        verdict,
-                    )
+                log.debug(
+                    "dns check for %s: server %s at %s is lame: %s",
+                    self.domain_text,
+                    ns,
+                    address[0],
+                    verdict,
+                )
             else:
                 healthy = True
                 answered |= verdict
-        # A name is healthy only when all its addresses are: one dead address is a lame server.
-        return ns, reason, tuple(sorted(answered)) if healthy else None
+        self.lame[ns] = reason
+        if healthy:
+            self.child_sets[ns] = tuple(sorted(answered))
+
+    async def _probe_address(self, ns: str, address: _Server) -> LameReason | set[str] | None:
+        """The verdict of one address; None when this host has no route to it."""
+        reply = await self._send(self.domain, dns.rdatatype.NS, address, rd=False, tcp_retry=True)
+        if reply.failure == "no_route":
+            self.unroutable.append(f"{ns} {address[0]}")
+            log.debug(
+                "dns check for %s: server %s at %s skipped: no_route",
+                self.domain_text,
+                ns,
+                address[0],
+            )
+            return None
+        return _child_verdict(reply, self.domain)
 
     # -- walking referrals -------------------------------------------------------------------
 
@@ -305,28 +533,68 @@ class _Probe:
         rdtype: dns.rdatatype.RdataType,
         *,
         stop_at_cut: bool,
-        depth: int,
+        chain: tuple[dns.name.Name, ...],
     ) -> _Step:
         """Follow referrals from the deepest known cut above `qname` until an answer.
 
-        With `stop_at_cut`, stop at the referral *for* `qname` itself: that is the parent side.
+        With `stop_at_cut`, stop at the referral *for* `qname` itself: that is the parent side,
+        and a negative answer there must be authoritative and confirmed (kind "negative").
+        `chain` holds the NS names being resolved around this walk (cycle and depth guard).
         """
         zone = self._closest_cut(qname, strict=stop_at_cut)
-        servers = self.cuts[zone]
         for _ in range(_MAX_STEPS):
-            step = await self._ask_zone(zone, servers, qname, rdtype, depth)
+            servers = self.cuts[zone]
+            step = await self._ask_zone(zone, servers, qname, rdtype, chain)
+            if stop_at_cut and _is_negative(step, qname):
+                step = await self._confirm_negative(zone, servers, qname, step, chain)
             if step.kind != "referral":
                 return step
             assert step.cut is not None
             if stop_at_cut and step.cut == qname:
                 return step
             self.cuts[step.cut] = step.servers
-            if rdtype in _ADDRESS_TYPES and qname in self.addresses:
+            if rdtype in _ADDRESS_TYPES and (qname, rdtype) in self.addresses:
                 # The referral carried in-bailiwick glue for the very host we are looking
                 # up; that is what resolvers use to reach servers, so save the extra query.
                 return _Step("glue", zone)
-            zone, servers = step.cut, step.servers
+            zone = step.cut
         return _Step("failed", zone, reason="invalid_response")
+
+    async def _confirm_negative(
+        self,
+        zone: dns.name.Name,
+        servers: list[_NsEntry],
+        qname: dns.name.Name,
+        first: _Step,
+        chain: tuple[dns.name.Name, ...],
+    ) -> _Step:
+        """One server of `zone` said (authoritatively) that `qname` has no delegation: ask the
+        zone's other servers before calling it a fact."""
+        others = [e for e in servers if e is not first.entry]
+        if not others:  # a zone with one server: its authoritative word is all there is
+            return _Step("negative", zone, first.response, source=first.source)
+        second = await self._ask_zone(zone, others, qname, dns.rdatatype.NS, chain)
+        if second.kind == "failed":
+            log.debug(
+                "dns check for %s: negative answer for %s from %s (zone %s) not confirmed: %s",
+                self.domain_text,
+                qname,
+                first.source,
+                _display(zone),
+                second.reason,
+            )
+            return second
+        if _is_negative(second, qname):
+            return _Step("negative", zone, first.response, source=first.source)
+        self.disagreeing.append(first.source)
+        log.warning(
+            "parent servers disagree: domain=%s zone=%s negative_from=%s referral_from=%s",
+            self.domain_text,
+            _display(zone),
+            first.source,
+            second.source,
+        )
+        return second
 
     def _closest_cut(self, qname: dns.name.Name, *, strict: bool) -> dns.name.Name:
         name = qname.parent() if strict and qname != dns.name.root else qname
@@ -342,47 +610,81 @@ class _Probe:
         servers: list[_NsEntry],
         qname: dns.name.Name,
         rdtype: dns.rdatatype.RdataType,
-        depth: int,
+        chain: tuple[dns.name.Name, ...],
     ) -> _Step:
-        """Ask the servers of `zone` one after another until one gives a usable response."""
+        """Ask the servers of `zone` one after another until one gives a usable response
+        (an authoritative answer or NXDOMAIN, or a referral further down)."""
         reasons: list[str] = []
         # Names with known addresses first: they cost no extra lookups.
         ordered = sorted(servers, key=lambda e: (e.addresses is None, str(e.name)))
-        for entry in ordered:
-            addresses = entry.addresses
-            if addresses is None:
-                assert entry.name is not None
-                addresses = await self._resolve(entry.name, depth + 1)
-                entry.addresses = addresses
-            for address in addresses:
-                reply = await self._send(qname, rdtype, address, rd=False)
-                if reply.response is None:
-                    reasons.append("timeout")
-                    continue
-                step = self._classify(reply.response, zone, qname)
-                if step.kind != "failed":
-                    return step
-                assert step.reason is not None
-                reasons.append(step.reason)
-                log.debug(
-                    "dns check for %s: %s at %s (zone %s): %s",
-                    self.domain_text,
-                    qname,
-                    address[0],
-                    zone,
-                    step.reason,
-                )
+        for entry in ordered[:MAX_NS_PER_ZONE]:
+            address = await self._walk_address(entry, chain)
+            if isinstance(address, str):
+                reasons.append(address)
+                continue
+            if address in self.silent:
+                reasons.append("timeout")
+                continue
+            reply = await self._send(qname, rdtype, address, rd=False, tcp_retry=False)
+            if reply.response is None:
+                assert reply.failure is not None
+                reasons.append(reply.failure)
+                if reply.failure == "timeout":
+                    self.silent.add(address)
+                continue
+            step = self._classify(reply.response, zone, qname)
+            step.entry = entry
+            step.source = _describe(entry, address)
+            if step.kind != "failed":
+                return step
+            assert step.reason is not None
+            reasons.append(step.reason)
+            log.debug(
+                "dns check for %s: %s %s at %s (zone %s): %s",
+                self.domain_text,
+                qname,
+                dns.rdatatype.to_text(rdtype),
+                step.source,
+                _display(zone),
+                step.reason,
+            )
         return _Step("failed", zone, reason=_worst(reasons))
+
+    async def _walk_address(
+        self, entry: _NsEntry, chain: tuple[dns.name.Name, ...]
+    ) -> _Server | str:
+        """The address to ask a zone's server at (IPv4 preferred), or why there is none.
+
+        One address per server: on the way down the zone's next server is the better retry.
+        """
+        if entry.addresses is None:
+            assert entry.name is not None
+            if entry.name in chain or len(chain) > _MAX_DEPTH:
+                return "no_address"  # a glueless delegation that depends on itself
+            found: tuple[_Server, ...] = ()
+            for rdtype in _ADDRESS_TYPES:
+                result = await self._lookup(entry.name, rdtype, chain=(*chain, entry.name))
+                found += result.addresses
+                if any(self._routable(a[0]) for a in found):
+                    break
+            entry.addresses = found
+        routable = [a for a in entry.addresses if self._routable(a[0])]
+        if routable:
+            return routable[0]
+        return "no_route" if entry.addresses else "no_address"
 
     def _classify(
         self, response: dns.message.Message, zone: dns.name.Name, qname: dns.name.Name
     ) -> _Step:
         rcode = response.rcode()
+        authoritative = bool(response.flags & dns.flags.AA)
         if rcode == dns.rcode.NXDOMAIN:
-            return _Step("nxdomain", zone, response)
+            # Without AA a NXDOMAIN is hearsay (an intercepting network answers it for
+            # everything, even for a root server's address): never evidence.
+            return _Step("nxdomain", zone, response) if authoritative else _not_authoritative(zone)
         if rcode != dns.rcode.NOERROR:
             return _Step("failed", zone, reason=_rcode_reason(rcode))
-        if response.flags & dns.flags.AA:
+        if authoritative:
             return _Step("answer", zone, response)
         for rrset in response.authority:
             if rrset.rdtype != dns.rdatatype.NS:
@@ -393,64 +695,74 @@ class _Probe:
             if cut != zone and cut.is_subdomain(zone) and qname.is_subdomain(cut):
                 glue = self._learn_glue(response, zone)
                 entries = [
-                    _NsEntry(rr.target, glue.get(rr.target) or self.addresses.get(rr.target))
+                    _NsEntry(rr.target, glue.get(rr.target) or self._known_addresses(rr.target))
                     for rr in rrset
                 ]
                 return _Step("referral", zone, response, cut=cut, servers=entries)
             return _Step("failed", zone, reason="referral")
-        return _Step("failed", zone, reason="not_authoritative")
+        return _not_authoritative(zone)
 
     def _learn_glue(
         self, response: dns.message.Message, zone: dns.name.Name
     ) -> dict[dns.name.Name, tuple[_Server, ...]]:
         """Addresses from the additional section, only for names inside `zone` (bailiwick)."""
-        found: dict[dns.name.Name, list[_Server]] = {}
+        found: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], list[_Server]] = {}
         for rrset in response.additional:
-            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.name.is_subdomain(
-                zone
-            ):
-                found.setdefault(rrset.name, []).extend((rr.address, 53) for rr in rrset)
-        glue = {name: _prefer_ipv4(addrs) for name, addrs in found.items()}
-        for name, addrs in glue.items():
-            self.addresses.setdefault(name, addrs)
+            if rrset.rdtype in _ADDRESS_TYPES and rrset.name.is_subdomain(zone):
+                key = (rrset.name, rrset.rdtype)
+                found.setdefault(key, []).extend((rr.address, 53) for rr in rrset)
+        glue: dict[dns.name.Name, tuple[_Server, ...]] = {}
+        for (name, rdtype), addrs in sorted(found.items(), key=lambda kv: kv[0][1]):  # A first
+            unique = tuple(dict.fromkeys(addrs))
+            self.addresses.setdefault((name, rdtype), _Found(unique, True))
+            glue[name] = glue.get(name, ()) + unique
         return glue
+
+    def _known_addresses(self, name: dns.name.Name) -> tuple[_Server, ...] | None:
+        known = [self.addresses.get((name, t)) for t in _ADDRESS_TYPES]
+        if all(k is None for k in known):
+            return None
+        return tuple(a for k in known if k is not None for a in k.addresses)
 
     # -- addresses of NS names ---------------------------------------------------------------
 
-    async def _resolve(self, name: dns.name.Name, depth: int) -> tuple[_Server, ...]:
-        """IPv4 addresses of a host (IPv6 only when it has no IPv4), cached for this check."""
-        if name in self.addresses:
-            return self.addresses[name]
-        if depth > _MAX_DEPTH:
-            return ()
-        found: tuple[_Server, ...] = ()
-        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            found = await self._lookup(name, rdtype, depth)
-            if found:
-                break
-        self.addresses[name] = found
-        return found
-
     async def _lookup(
-        self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, depth: int
-    ) -> tuple[_Server, ...]:
+        self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, chain: tuple[dns.name.Name, ...]
+    ) -> _Found:
+        """Addresses of one type for `name` (following CNAMEs), cached for this check."""
+        cached = self.addresses.get((name, rdtype))
+        if cached is not None:
+            return cached
+        if len(chain) > _MAX_DEPTH:
+            return _Found((), False)
+        result = _Found((), True)  # a CNAME chain longer than _MAX_CNAMES: a broken name
+        current = name
         for _ in range(_MAX_CNAMES):
             if self.resolvers:
-                response = await self._recursive(name, rdtype)
-                if isinstance(response, str) or response.rcode() != dns.rcode.NOERROR:
-                    return ()
+                response = await self._recursive(current, rdtype)
+                if isinstance(response, str):
+                    result = _Found((), False)
+                    break
             else:
-                step = await self._iterate(name, rdtype, stop_at_cut=False, depth=depth)
+                step = await self._iterate(current, rdtype, stop_at_cut=False, chain=chain)
                 if step.kind == "glue":
-                    return self.addresses[name]
+                    result = self.addresses[(current, rdtype)]
+                    break
                 if step.kind != "answer" or step.response is None:
-                    return ()
+                    # An authoritative NXDOMAIN is a fact; a failed walk is not.
+                    result = _Found((), step.kind == "nxdomain")
+                    break
                 response = step.response
-            addresses, target = _addresses_from(response, name, rdtype)
+            if response.rcode() == dns.rcode.NXDOMAIN:
+                result = _Found((), True)
+                break
+            addresses, target = _addresses_from(response, current, rdtype)
             if addresses or target is None:
-                return addresses
-            name = target  # a CNAME (RFC 2181 §10.3 forbids it for NS, but be lenient)
-        return ()
+                result = _Found(addresses, True)
+                break
+            current = target  # a CNAME (RFC 2181 §10.3 forbids it for NS, but be lenient)
+        self.addresses[(name, rdtype)] = result
+        return result
 
     # -- resolver mode -----------------------------------------------------------------------
 
@@ -473,7 +785,9 @@ class _Probe:
                     zone = zone or rrset.name
             if zone is None:
                 if name == dns.name.root:
-                    return "no_parent"
+                    # Even the root zone "does not exist": the resolver (or the network in
+                    # front of it) makes answers up.
+                    return "not_authoritative"
                 name = name.parent()
         response = await self._recursive(zone, dns.rdatatype.NS)
         if isinstance(response, str):
@@ -483,7 +797,7 @@ class _Probe:
             return "no_parent"
         # The resolver is trusted, so any addresses it volunteers are usable.
         self._learn_glue(response, dns.name.root)
-        return zone, [_NsEntry(n, self.addresses.get(n)) for n in names]
+        return zone, [_NsEntry(n, self._known_addresses(n)) for n in names]
 
     async def _recursive(
         self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
@@ -491,9 +805,10 @@ class _Probe:
         """One RD=1 question to the configured resolvers, trying the next one on failure."""
         reasons: list[str] = []
         for server in self.resolvers:
-            reply = await self._send(qname, rdtype, server, rd=True)
+            reply = await self._send(qname, rdtype, server, rd=True, tcp_retry=False)
             if reply.response is None:
-                reasons.append("timeout")
+                assert reply.failure is not None
+                reasons.append(reply.failure)
                 continue
             rcode = reply.response.rcode()
             if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
@@ -510,43 +825,84 @@ class _Probe:
         server: _Server,
         *,
         rd: bool,
+        tcp_retry: bool,
     ) -> _Reply:
-        """One question to one server: UDP (TCP on TC=1), one TCP try after a UDP timeout,
-        one retry without EDNS after FORMERR. Network failures become `_Reply.failure`."""
+        """One question to one server: UDP (TCP on TC=1), with `tcp_retry` one TCP try after a
+        UDP timeout, one retry without EDNS after FORMERR. Failures become `_Reply.failure`."""
         host, port = server
+        if not self._routable(host):
+            return _Reply(None, "no_route")
         use_edns: int | bool = 0
         while True:
             q = dns.message.make_query(qname, rdtype, use_edns=use_edns, payload=_EDNS_PAYLOAD)
             if not rd:
                 q.flags &= ~dns.flags.RD
             try:
-                async with self.sem:
-                    response, used_tcp = await dns.asyncquery.udp_with_fallback(
-                        q, host, timeout=self.timeout, port=port, ignore_unexpected=True
-                    )
-                if used_tcp:
-                    self._count("success")  # the truncated UDP answer was a message too
-            except dns.exception.Timeout:
-                self._count("timeout")
-                # A lost datagram or a UDP-hostile path: one TCP try before calling it dead.
                 try:
-                    async with self.sem:
-                        response = await dns.asyncquery.tcp(
-                            q, host, timeout=self.timeout, port=port
-                        )
-                except (dns.exception.DNSException, OSError, EOFError) as exc:
-                    self._count("timeout" if isinstance(exc, dns.exception.Timeout) else "error")
-                    self._log_failure(qname, rdtype, host, "timeout", exc)
-                    return _Reply(None, "timeout")
-            except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
-                self._count("error")
+                    response = await self._message(q, host, port, tcp=False)
+                    if response.flags & dns.flags.TC:
+                        response = await self._message(q, host, port, tcp=True)
+                except dns.exception.Timeout:
+                    if not tcp_retry:
+                        raise
+                    # A lost datagram or a UDP-hostile path: one TCP try before calling it dead.
+                    response = await self._message(q, host, port, tcp=True)
+            except dns.exception.Timeout as exc:
+                self._log_failure(qname, rdtype, host, "timeout", exc)
+                return _Reply(None, "timeout")
+            except OSError as exc:
                 self._log_failure(qname, rdtype, host, "error", exc)
-                return _Reply(None, "error")
-            self._count(_outcome(response.rcode()))
+                if exc.errno in _NO_ROUTE_ERRNOS:
+                    self.routes[host] = False
+                    return _Reply(None, "no_route")
+                # A refused TCP connection after a UDP timeout: still nothing answered.
+                return _Reply(None, "timeout" if tcp_retry else "error")
+            except (dns.exception.DNSException, EOFError, ValueError) as exc:
+                self._log_failure(qname, rdtype, host, "error", exc)
+                return _Reply(None, "timeout" if tcp_retry else "error")
             if response.rcode() == dns.rcode.FORMERR and use_edns is not False:
                 use_edns = False  # an old server that chokes on EDNS: ask once more without
                 continue
             return _Reply(response)
+
+    async def _message(
+        self, q: dns.message.Message, host: str, port: int, *, tcp: bool
+    ) -> dns.message.Message:
+        """Send one message within the query budget and report its outcome exactly once."""
+        async with self.sem:
+            if self.sent >= QUERY_BUDGET:
+                # Spent: wake the supervisor in `check`, which cancels the whole walk.
+                self.exhausted.set()
+                await asyncio.Event().wait()
+            self.sent += 1
+            outcome: QueryOutcome = "error"
+            try:
+                if tcp:
+                    response = await dns.asyncquery.tcp(q, host, timeout=self.timeout, port=port)
+                else:
+                    # Replies with another ID or question, from another address, or that do not
+                    # parse are ignored (spoofing, confused servers); only the timeout ends it.
+                    response = await dns.asyncquery.udp(
+                        q,
+                        host,
+                        timeout=self.timeout,
+                        port=port,
+                        ignore_unexpected=True,
+                        ignore_errors=True,
+                    )
+                outcome = _outcome(response.rcode())
+                return response
+            except (dns.exception.Timeout, asyncio.CancelledError):
+                outcome = "timeout"  # a cancelled message was sent and got no answer in time
+                raise
+            finally:
+                self._count(outcome)
+
+    def _routable(self, host: str) -> bool:
+        known = self.routes.get(host)
+        if known is None:
+            known = self.routes[host] = _has_route(host)
+        return known
 
     def _count(self, outcome: QueryOutcome) -> None:
         self.queries += 1
@@ -575,16 +931,45 @@ class _Probe:
 # -- pure helpers ------------------------------------------------------------------------------
 
 
+def _has_route(host: str) -> bool:
+    """Can this host send to `host` at all? A UDP connect() only consults the routing table,
+    no packet leaves. Errors other than "no route" are left to the real query."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return True
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((host, 53))
+    except OSError as exc:
+        return exc.errno not in _NO_ROUTE_ERRNOS
+    return True
+
+
 def _server(text: str) -> _Server:
     host, port = split_host_port(text, 53)
     return host, port
 
 
-def _prefer_ipv4(addresses: Iterable[_Server]) -> tuple[_Server, ...]:
-    # Hosts without global IPv6 are common; querying v6 there would make every server "lame".
-    unique = list(dict.fromkeys(addresses))
-    v4 = [a for a in unique if ipaddress.ip_address(a[0]).version == 4]
-    return tuple(v4 or unique)
+def _describe(entry: _NsEntry, address: _Server) -> str:
+    host = address[0] if address[1] == 53 else f"{address[0]}:{address[1]}"
+    return f"{_display(entry.name)} ({host})" if entry.name is not None else host
+
+
+def _not_authoritative(zone: dns.name.Name) -> _Step:
+    return _Step("failed", zone, reason="not_authoritative")
+
+
+def _is_negative(step: _Step, qname: dns.name.Name) -> bool:
+    """An authoritative NXDOMAIN, or authoritative NODATA for NS (the name exists in the parent
+    but is no zone cut)."""
+    if step.kind == "nxdomain":
+        return True
+    return (
+        step.kind == "answer"
+        and step.response is not None
+        and not _ns_names(step.response.answer, qname)
+    )
 
 
 def _ns_names(section: Iterable[dns.rrset.RRset], owner: dns.name.Name) -> list[dns.name.Name]:
@@ -611,7 +996,7 @@ def _addresses_from(
             for rr in rrset
         ]
         if found:
-            return _prefer_ipv4(found), None
+            return tuple(dict.fromkeys(found)), None
         cname = next(
             (
                 rrset
@@ -669,9 +1054,19 @@ def _rcode_reason(rcode: dns.rcode.Rcode) -> str:
     return "invalid_response"
 
 
-# When every server of a zone failed, report the most telling reason: an explicit refusal or
-# SERVFAIL says more than silence.
-_REASON_RANK = ("refused", "servfail", "invalid_response", "timeout")
+# When every server of a zone failed, report the most telling reason: a made-up answer (an
+# intercepting network) first, then an explicit refusal or SERVFAIL, which say more than silence.
+_REASON_RANK = (
+    "not_authoritative",
+    "refused",
+    "servfail",
+    "invalid_response",
+    "referral",
+    "error",
+    "timeout",
+    "no_address",
+    "no_route",
+)
 
 
 def _worst(reasons: list[str]) -> str:
@@ -689,6 +1084,8 @@ _CHECK_ERRORS: dict[str | None, CheckError] = {
     "refused": "refused",
     "no_parent": "no_parent",
     "unreachable": "unreachable",
+    "not_authoritative": "not_authoritative",
+    "no_route": "no_route",
     # No address for any server of a zone on the way down: the parent cannot be reached.
     "no_address": "no_parent",
 }

@@ -58,49 +58,54 @@ def run(
 
 
 def test_mismatch_unknown_parent_is_no_verdict() -> None:
-    assert nameserver_mismatch(None, ["a.test"], ["b.test"], ["c.test"]) is None
+    assert nameserver_mismatch(None, ["a.test"], ["b.test"]) is None
 
 
 def test_mismatch_same_set_in_another_spelling_is_equal() -> None:
     parent = ["ns1.good.test", "ns2.good.test"]
-    assert nameserver_mismatch(parent, ["NS2.Good.TEST.", "ns1.good.test."], None, None) is False
-    assert nameserver_mismatch(parent, None, ["ns2.good.test", "NS1.GOOD.TEST"], None) is False
-    assert nameserver_mismatch(parent, None, None, ["ns2.good.test.", "ns1.good.test"]) is False
+    assert nameserver_mismatch(parent, ["NS2.Good.TEST.", "ns1.good.test."], None) is False
+    assert nameserver_mismatch(parent, None, ["ns2.good.test", "NS1.GOOD.TEST"]) is False
 
 
 def test_mismatch_idn_u_label_equals_a_label() -> None:
-    assert nameserver_mismatch(["ns.xn--bcher-kva.test"], ["ns.bücher.test"], None, None) is False
+    assert nameserver_mismatch(["ns.xn--bcher-kva.test"], ["ns.bücher.test"], None) is False
 
 
 @pytest.mark.parametrize(
-    ("expected", "registry", "child", "verdict"),
+    ("expected", "registry", "verdict"),
     [
-        (["ns1.good.test", "ns2.good.test"], None, None, False),
-        (["ns1.good.test"], None, None, True),  # a subset is not the same set
-        ([], None, None, False),  # empty expectation = none configured
-        (None, None, None, False),
-        (None, ["ns1.good.test", "ns2.good.test"], None, False),
-        (None, ["ns1.parking.zz", "ns2.parking.zz"], None, True),
-        (None, [], None, True),  # the registry said "no nameservers": that is a set
-        (None, None, ["ns1.good.test", "ns2.good.test", "ns3.good.test"], True),
-        (
-            ["ns1.good.test", "ns2.good.test"], ["ns1.good.test", "ns2.good.test"],
-            ["ns1.good.test", "ns2.good.test"], False,
-        ),
+        (["ns1.good.test", "ns2.good.test"], None, False),
+        (["ns1.good.test"], None, True),  # a subset is not the same set
+        ([], None, None),  # empty expectation = none configured, and no registry set either
+        (None, None, None),  # nothing to compare with: no verdict, never "all clear"
+        (None, ["ns1.good.test", "ns2.good.test"], False),
+        (None, ["ns1.parking.zz", "ns2.parking.zz"], True),
+        ([], ["ns1.parking.zz", "ns2.parking.zz"], True),  # empty expected falls back
+        (None, [], True),  # the registry said "no nameservers": that is a set
+        # The expected set, when configured, is the only reference: a registry that lags
+        # behind a planned change does not page.
+        (["ns1.good.test", "ns2.good.test"], ["ns1.parking.zz"], False),
+        (["ns1.parking.zz"], ["ns1.good.test", "ns2.good.test"], True),
     ],
 )
 def test_mismatch_table(
-    expected: list[str] | None, registry: list[str] | None, child: list[str] | None,
-    verdict: bool,
+    expected: list[str] | None, registry: list[str] | None, verdict: bool | None
 ) -> None:
-    assert nameserver_mismatch(["ns1.good.test", "ns2.good.test"], expected, registry, child) is (
-        verdict
-    )
+    assert nameserver_mismatch(["ns1.good.test", "ns2.good.test"], expected, registry) is verdict
 
 
-def test_mismatch_not_delegated_against_expectation() -> None:
-    assert nameserver_mismatch((), ["ns1.good.test"], None, None) is True
-    assert nameserver_mismatch((), None, None, None) is False
+def test_mismatch_ignores_the_child_set() -> None:
+    """The old four-argument form still works; the child argument no longer decides anything."""
+    parent = ["ns1.good.test", "ns2.good.test"]
+    assert nameserver_mismatch(parent, None, parent, ["ns3.good.test"]) is False
+    assert nameserver_mismatch(parent, None, None, ["ns3.good.test"]) is None
+
+
+def test_mismatch_not_delegated_is_no_verdict() -> None:
+    """A held or deleted domain (empty parent set) is DomainNotDelegated, not a second page."""
+    assert nameserver_mismatch((), ["ns1.good.test"], None) is None
+    assert nameserver_mismatch((), None, ["ns1.good.test"]) is None
+    assert nameserver_mismatch((), None, None) is None
 
 
 def test_delegation_helpers() -> None:
@@ -111,9 +116,20 @@ def test_delegation_helpers() -> None:
     )
     assert d.child_sets_differ is True
     assert d.lame_servers == ("x.test",)
-    assert d.mismatch(None, None) is True  # child has c.test
+    assert d.inconsistent is True  # the child union has c.test
+    assert d.mismatch(None, ["a.test", "b.test"]) is False  # ...which is no mismatch
+    assert d.mismatch(None, None) is None
+    same = Delegation("test", ("a.test",), True, ("A.test.",))
+    assert same.inconsistent is False
+    # unreachable: the parent set is still measured, so the comparison still stands.
     failed = Delegation("test", ("a.test",), True, None, error="unreachable")
-    assert failed.mismatch(["z.test"], None) is None
+    assert failed.mismatch(["z.test"], None) is True
+    assert failed.inconsistent is None  # no child answered
+    gone = Delegation("test", (), False, None)
+    assert gone.mismatch(["a.test"], ["a.test"]) is None
+    assert gone.inconsistent is None
+    unmeasured = Delegation(None, None, None, None, error="not_authoritative")
+    assert unmeasured.mismatch(["a.test"], None) is None
 
 
 # -- against the real world ------------------------------------------------------------------
@@ -129,10 +145,13 @@ def test_consistent_domain(settings: DnsSettings) -> None:
     assert d.child_sets == {"ns1.good.test": GOOD_NS, "ns2.good.test": GOOD_NS}
     assert d.lame == {"ns1.good.test": None, "ns2.good.test": None}
     assert d.mismatch(GOOD_NS, GOOD_NS) is False
+    assert d.inconsistent is False
+    assert d.skipped == {} and d.disagreeing == () and d.unroutable == ()
     assert set(outcomes) == {"success"}
-    # root: root + test + two child servers; resolver: + SOA and NS of the parent zone (the
-    # parent's address comes along in unbound's additional section or costs one more query).
-    assert d.queries <= (4 if settings.root_servers and not settings.resolvers else 6)
+    # root: root + test + AAAA of both glue names (the glue has only A; the child zone answers
+    # NODATA) + two child servers; resolver: + SOA and NS of the parent zone (the parent's
+    # address comes along in unbound's additional section or costs one more query).
+    assert d.queries <= (6 if settings.root_servers and not settings.resolvers else 8)
 
 
 def test_input_spelling_does_not_matter(settings: DnsSettings) -> None:
@@ -148,7 +167,7 @@ def test_parked_domain_is_a_mismatch_with_both_sets_visible(settings: DnsSetting
     assert d.error is None
     assert d.parent == PARKING_NS  # what the TLD publishes now
     assert d.child == PARKING_NS  # the parking servers agree with themselves...
-    assert nameserver_mismatch(d.parent, None, None, d.child) is False
+    assert d.inconsistent is False
     assert d.mismatch(GOOD_NS, None) is True  # ...but not with what we expect
     assert d.mismatch(None, GOOD_NS) is True  # nor with the registry's set
     assert d.mismatch(PARKING_NS, PARKING_NS) is False
@@ -174,7 +193,10 @@ def test_dead_servers_fail_the_check_but_keep_the_parent(
     assert d.parent == ("ns-dead1.provider.test", "ns-dead2.provider.test")
     assert d.child is None
     assert d.lame == {"ns-dead1.provider.test": "timeout", "ns-dead2.provider.test": "timeout"}
-    assert d.mismatch(("ns-dead1.provider.test", "ns-dead2.provider.test"), None) is None
+    # The parent set is a fact even though no child answered (issue 7 case 5).
+    assert d.mismatch(("ns-dead1.provider.test", "ns-dead2.provider.test"), None) is False
+    assert d.mismatch(GOOD_NS, None) is True
+    assert d.inconsistent is None
     assert outcomes["timeout"] == 2  # one UDP timeout per server (TCP is then refused)
     failing = [r.getMessage() for r in caplog.records if "127.53.9." in r.getMessage()]
     assert any("dead.test" in m and "127.53.9.1" in m for m in failing)
@@ -186,7 +208,11 @@ def test_parent_and_child_disagree(settings: DnsSettings) -> None:
     assert d.error is None
     assert d.parent == PROVIDER_NS
     assert d.child == (*PROVIDER_NS, "ns3.provider.test")
-    assert d.mismatch(PROVIDER_NS, PROVIDER_NS) is True
+    # The zone lists one server more than the parent: a warning (inconsistent), not the
+    # hijack page (mismatch), which compares the parent with the expected/registry set only.
+    assert d.inconsistent is True
+    assert d.mismatch(PROVIDER_NS, PROVIDER_NS) is False
+    assert d.mismatch(None, PROVIDER_NS) is False
     assert d.child_sets_differ is False
 
 
@@ -218,7 +244,8 @@ def test_truncated_answer_is_retried_over_tcp(settings: DnsSettings) -> None:
     assert d.error is None
     assert d.parent == PROVIDER_NS
     assert d.child == tuple(sorted((*PROVIDER_NS, *BIG_EXTRA_NS)))  # the full TCP answer
-    assert d.mismatch(None, None) is True
+    assert d.inconsistent is True
+    assert d.mismatch(None, PROVIDER_NS) is False
 
 
 def test_ns_name_without_address(settings: DnsSettings) -> None:
@@ -227,11 +254,16 @@ def test_ns_name_without_address(settings: DnsSettings) -> None:
     assert d.lame == {"ns1.provider.test": None, "ns9.gone.test": "no_address"}
 
 
-def test_extra_names_are_probed_too(settings: DnsSettings) -> None:
-    d, _ = run("good.test", settings, extra=("NS3.Provider.Test.",))
-    assert d.parent == GOOD_NS  # extra names never leak into the parent set
-    assert d.lame["ns3.provider.test"] == "refused"  # 127.53.1.3 does not serve good.test
+def test_extra_names_are_not_probed(settings: DnsSettings) -> None:
+    """Only the servers the parent delegates to are asked: a stale registry name (here
+    ns3.provider.test, which REFUSES good.test) is neither lame nor part of the child set."""
+    plain, _ = run("good.test", settings)
+    d, outcomes = run("good.test", settings, extra=("NS3.Provider.Test.",))
+    assert d.parent == GOOD_NS
+    assert set(d.lame) == set(GOOD_NS)
     assert d.child == GOOD_NS
+    assert outcomes["refused"] == 0
+    assert d.queries == plain.queries
 
 
 def test_dead_root_server_is_no_verdict(dns_world: DnsWorld) -> None:  # noqa: F811
