@@ -7,23 +7,22 @@ saved to and restored from a JSON state file so that a restart does not re-check
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from exporter.registration import ContactEmail, Registration
+from exporter import statefile
+from exporter.registration import Registration
 
 log = logging.getLogger(__name__)
 
 CHECKS = ("rdap", "dns", "email")
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: generic field-by-field records (statefile.py); 1 still loads
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -144,138 +143,138 @@ class StatusStore:
     # --- persistence -----------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write atomically with mode 0600: the file holds registration data."""
+        """Write the state file crash-safely (statefile.write_atomic). Raises OSError only: the
+        caller logs it and tries again at the next save."""
         document = {
             "version": STATE_VERSION,
             "domains": {s.name: _dump_status(s) for s in self.snapshot()},
         }
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".domainwatch-", dir=target.parent or Path("."))
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(document, fh, separators=(",", ":"))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            data = statefile.encode(document)
+        except statefile.StateError as exc:  # a bug in a result type, not a disk problem
+            raise OSError(str(exc)) from None
+        statefile.write_atomic(Path(path), data)
 
-    def load(self, path: str | Path) -> int:
-        """Restore results for domains already in the store. Returns how many were restored.
-        A missing or unreadable file is logged and ignored: it only costs a re-check."""
+    def load(
+        self,
+        path: str | Path,
+        max_age: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> int:
+        """Restore results for domains already in the store; returns how many were restored.
+
+        Never raises: a missing, unreadable, corrupt or hostile file (any depth, size, type) is
+        logged in one line and ignored, since it only costs a re-check; a bad record skips that
+        domain only. Stale temp files of a killed save are removed first.
+
+        `max_age[kind]`: a check whose last success is older than this (the caller passes twice
+        the check's interval) loses its result, so its gauges stay absent instead of showing
+        weeks-old news as current; its CheckState stays (age metrics) with next_due cleared, so
+        the scheduler re-checks it at once.
+        """
+        target = Path(path)
+        removed = statefile.remove_stale_temp_files(target.parent)
+        if removed:
+            log.info("removed stale state temp files: count=%d", len(removed))
         try:
-            document = json.loads(Path(path).read_text(encoding="utf-8"))
-            if document.get("version") != STATE_VERSION:
-                raise ValueError(f"unsupported state version {document.get('version')!r}")
-            saved = document["domains"]
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            saved = _saved_domains(statefile.read_document(target))
+        except statefile.StateError as exc:
             log.warning("ignoring unreadable state file: path=%s error=%s", path, exc)
             return 0
-        restored = 0
+        if saved is None:
+            return 0
+        now = time.time() if now is None else now
+        restored, failed, stale = 0, 0, 0
+        first_error = ""
         with self._lock:
             for name, current in list(self._domains.items()):
                 if name not in saved:
                     continue
                 try:
-                    self._domains[name] = _load_status(current, saved[name])
-                    restored += 1
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("ignoring saved state: domain=%s error=%s", name, exc)
+                    status = _load_status(current, saved[name])
+                except statefile.StateError as exc:
+                    failed += 1
+                    first_error = first_error or f"domain={name} error={exc}"
+                    continue
+                status, dropped = _age_limit(status, max_age or {}, now)
+                stale += dropped
+                self._domains[name] = status
+                restored += 1
             self.generation += 1
+        if failed:
+            log.warning("ignoring saved state of %d domains: first %s", failed, first_error)
+        if stale:
+            log.info("restored results too old to export, re-checking: count=%d", stale)
         return restored
 
 
-def _dt(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+# What the config owns is never restored from the file: a reload may have changed it.
+_CONFIG_FIELDS = frozenset({"name", "labels", "expected_nameservers"})
 
 
-def _undt(value: object) -> datetime | None:
-    return datetime.fromisoformat(value).astimezone(UTC) if isinstance(value, str) else None
+def _saved_domains(document: object) -> Mapping[str, object] | None:
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        raise statefile.StateError("not a state file (top level is not an object)")
+    version = document.get("version")
+    if version not in _READABLE_VERSIONS or isinstance(version, bool):
+        raise statefile.StateError(f"unsupported state version {str(version)[:20]!r}")
+    saved = document.get("domains")
+    if not isinstance(saved, dict):
+        raise statefile.StateError("not a state file (no 'domains' object)")
+    if version == 1:
+        return {name: _upgrade_v1(record) for name, record in saved.items()}
+    return saved
 
 
-def _dump_registration(reg: Registration) -> dict[str, Any]:
-    return {
-        "name": reg.name,
-        "expiry": _dt(reg.expiry),
-        "registrar_expiry": _dt(reg.registrar_expiry),
-        "statuses": list(reg.statuses),
-        "nameservers": list(reg.nameservers) if reg.nameservers is not None else None,
-        "registrar": reg.registrar,
-        "registrar_iana_id": reg.registrar_iana_id,
-        # Contact addresses are personal data: only roles and kinds are kept on disk.
-        "contacts": [{"role": c.role, "kind": c.kind} for c in reg.contacts],
-    }
-
-
-def _load_registration(d: Mapping[str, Any]) -> Registration:
-    ns = d.get("nameservers")
-    return Registration(
-        name=str(d["name"]),
-        expiry=_undt(d.get("expiry")),
-        registrar_expiry=_undt(d.get("registrar_expiry")),
-        statuses=tuple(d.get("statuses") or ()),
-        nameservers=tuple(ns) if ns is not None else None,
-        registrar=d.get("registrar"),
-        registrar_iana_id=d.get("registrar_iana_id"),
-        contacts=tuple(ContactEmail(role=c["role"], kind=c["kind"]) for c in d.get("contacts", [])),
-    )
+def _upgrade_v1(record: object) -> object:
+    # Version 1 wrote the e-mail verdicts as a bare list; everything else is a subset of v2.
+    if isinstance(record, dict) and isinstance(record.get("email"), list):
+        return {**record, "email": {"verdicts": record["email"]}}
+    return record
 
 
 def _dump_status(s: DomainStatus) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "checks": {k: vars(v) for k, v in s.checks.items()},
+    return {
+        f.name: statefile.dump(getattr(s, f.name))
+        for f in fields(DomainStatus)
+        if f.name not in _CONFIG_FIELDS
     }
-    if s.rdap:
-        out["rdap"] = {
-            "registered": s.rdap.registered,
-            "server": s.rdap.server,
-            "registration": _dump_registration(s.rdap.registration)
-            if s.rdap.registration
-            else None,
-        }
-    if s.dns:
-        out["dns"] = {
-            "parent_zone": s.dns.parent_zone,
-            "parent": s.dns.parent,
-            "child": s.dns.child,
-            "delegated": s.dns.delegated,
-            "lame": dict(s.dns.lame),
-            "mismatch": s.dns.mismatch,
-        }
-    if s.email:
-        out["email"] = [vars(v) for v in s.email.verdicts]
-    return out
 
 
-def _tuple_or_none(value: object) -> tuple[str, ...] | None:
-    return tuple(str(x) for x in value) if isinstance(value, list) else None
+def _load_status(current: DomainStatus, record: object) -> DomainStatus:
+    loaded = statefile.load_dataclass(
+        DomainStatus,
+        {**record, "name": current.name} if isinstance(record, dict) else record,
+        "",
+        skip=_CONFIG_FIELDS - {"name"},
+    )
+    checks = {k: v for k, v in loaded.checks.items() if k in CHECKS}
+    persisted = {f.name: getattr(loaded, f.name) for f in fields(DomainStatus)}
+    for name in _CONFIG_FIELDS:
+        del persisted[name]
+    return replace(current, **{**persisted, "checks": checks})
 
 
-def _load_status(current: DomainStatus, d: Mapping[str, Any]) -> DomainStatus:
-    checks = {k: CheckState(**v) for k, v in d.get("checks", {}).items() if k in CHECKS}
-    rdap = None
-    if d.get("rdap"):
-        r = d["rdap"]
-        reg = r.get("registration")
-        rdap = RdapResult(
-            registered=bool(r["registered"]),
-            server=r.get("server"),
-            registration=_load_registration(reg) if reg else None,
-        )
-    dns = None
-    if d.get("dns"):
-        n = d["dns"]
-        dns = DnsResult(
-            parent_zone=n.get("parent_zone"),
-            parent=_tuple_or_none(n.get("parent")),
-            child=_tuple_or_none(n.get("child")),
-            delegated=n.get("delegated"),
-            lame=dict(n.get("lame") or {}),
-            mismatch=n.get("mismatch"),
-        )
-    email = None
-    if d.get("email") is not None:
-        email = EmailResult(tuple(ContactVerdict(**v) for v in d["email"]))
-    return replace(current, rdap=rdap, dns=dns, email=email, checks=checks)
+def _age_limit(
+    status: DomainStatus, max_age: Mapping[str, float], now: float
+) -> tuple[DomainStatus, int]:
+    """Drop each result whose last success is older than max_age[kind]; see StatusStore.load."""
+    changes: dict[str, Any] = {}
+    checks = dict(status.checks)
+    for kind, limit in max_age.items():
+        if kind not in CHECKS:
+            continue
+        state = checks.get(kind)
+        last = state.last_success if state else None
+        # A success "in the future" beyond the limit is a broken clock's, not news.
+        if last is not None and -limit <= now - last <= limit:
+            continue
+        if getattr(status, kind) is not None:
+            changes[kind] = None
+        if state is not None and state.next_due is not None:
+            checks[kind] = replace(state, next_due=None)
+    if not changes and checks == status.checks:
+        return status, 0
+    return replace(status, **changes, checks=checks), len(changes)

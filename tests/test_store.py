@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from exporter import statefile
 from exporter.registration import ContactEmail, Registration
 from exporter.store import (
+    STATE_VERSION,
     CheckState,
     ContactVerdict,
     DnsResult,
@@ -23,6 +26,7 @@ from exporter.store import (
 )
 
 SECRET = "secret@x.test"
+REPO = Path(__file__).resolve().parent.parent
 
 REGISTRATION = Registration(
     name="example.com",
@@ -45,7 +49,13 @@ FULL = DomainStatus(
     name="example.com",
     labels={"team": "web"},
     expected_nameservers=("ns1.example.net", "ns2.example.net"),
-    rdap=RdapResult(registered=True, server="https://rdap.test/", registration=REGISTRATION),
+    rdap=RdapResult(
+        registered=True,
+        server="https://rdap.test/",
+        registration=REGISTRATION,
+        read_at=999.5,
+        not_found_since=900.0,
+    ),
     dns=DnsResult(
         parent_zone="com",
         parent=("ns1.example.net", "ns2.example.net"),
@@ -53,6 +63,9 @@ FULL = DomainStatus(
         delegated=True,
         lame={"ns1.example.net": None, "ns2.example.net": "timeout"},
         mismatch=True,
+        inconsistent=True,
+        disagree_since=1400.0,
+        measured_at=1500.0,
     ),
     email=EmailResult(
         (
@@ -118,7 +131,7 @@ def test_round_trip(tmp_path: Path) -> None:
     restored = _fresh_like(FULL, NOT_REGISTERED)
     assert restored.load(path) == 2
 
-    # What is deliberately not persisted: addresses, and per-lookup details.
+    # What is deliberately not persisted: contact addresses (personal data).
     assert REGISTRATION.contacts[0].email == SECRET
     expected_reg = replace(
         REGISTRATION,
@@ -126,9 +139,6 @@ def test_round_trip(tmp_path: Path) -> None:
             ContactEmail(role="registrant", kind="real"),
             ContactEmail(role="technical", kind="relay"),
         ),
-        registrar_link=None,
-        redacted=(),
-        warnings=(),
     )
     assert FULL.rdap is not None
     expected = replace(FULL, rdap=replace(FULL.rdap, registration=expected_reg))
@@ -149,7 +159,7 @@ def test_state_file_is_private_and_holds_no_address(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert SECRET not in text
     assert "secret" not in text
-    assert json.loads(text)["version"] == 1
+    assert json.loads(text)["version"] == STATE_VERSION == 2
     # The write is atomic: no temporary file is left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
@@ -202,16 +212,23 @@ def test_corrupt_state_file_is_ignored(tmp_path: Path, content: str) -> None:
     assert store.get("gone.example") == before
 
 
-def test_one_corrupt_domain_does_not_spoil_the_others(tmp_path: Path) -> None:
+def test_one_corrupt_domain_does_not_spoil_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "state.json"
     _store(FULL, NOT_REGISTERED).save(path)
     document = json.loads(path.read_text(encoding="utf-8"))
-    document["domains"]["example.com"]["checks"]["rdap"]["bogus_field"] = 1
+    document["domains"]["example.com"]["checks"]["rdap"]["failures"] = "three"
     path.write_text(json.dumps(document), encoding="utf-8")
     store = _fresh_like(FULL, NOT_REGISTERED)
     assert store.load(path) == 1
     assert store.get("example.com") == replace(FULL, rdap=None, dns=None, email=None, checks={})
     assert store.get("gone.example") == NOT_REGISTERED
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "ignoring saved state of 1 domains: first domain=example.com "
+        "error=checks.rdap.failures: expected a whole number, got 'three'"
+    ]
 
 
 def test_missing_state_file(tmp_path: Path) -> None:
@@ -284,3 +301,254 @@ def test_email_by_role(values: list[bool | None], expected: bool | None) -> None
 
 def _replace_with(status: DomainStatus) -> Callable[[DomainStatus], DomainStatus]:
     return lambda _old: status
+
+
+# --- generic records, old files, hostile files (issue 8) ------------------------------------
+
+
+def test_unknown_fields_are_ignored_and_missing_ones_take_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    _store(FULL).save(path)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    record = document["domains"]["example.com"]
+    record["checks"]["rdap"]["from_a_newer_version"] = {"x": [1]}
+    record["rdap"]["registration"]["also_new"] = 1
+    record["future_result"] = None
+    del record["dns"]["inconsistent"], record["dns"]["measured_at"]
+    path.write_text(json.dumps(document), encoding="utf-8")
+    store = _fresh_like(FULL)
+    assert store.load(path) == 1
+    got = store.get("example.com")
+    assert got is not None and got.dns is not None and FULL.dns is not None
+    assert got.dns == replace(FULL.dns, inconsistent=None, measured_at=None)
+    assert got.checks == FULL.checks
+
+
+def test_state_version_1_files_still_load() -> None:
+    # Written by the version-1 code (e-mail verdicts as a bare list, fewer fields).
+    store = _fresh_like(FULL, NOT_REGISTERED)
+    assert store.load(REPO / "tests/testdata/state/state-v1.json") == 2
+    assert FULL.rdap is not None and FULL.rdap.registration is not None and FULL.dns is not None
+    v1_registration = replace(
+        FULL.rdap.registration,
+        contacts=(
+            ContactEmail(role="registrant", kind="real"),
+            ContactEmail(role="technical", kind="relay"),
+        ),
+        registrar_link=None,
+        redacted=(),
+        warnings=(),
+    )
+    assert store.get("example.com") == replace(
+        FULL,
+        rdap=RdapResult(registered=True, server="https://rdap.test/", registration=v1_registration),
+        dns=replace(FULL.dns, inconsistent=None, disagree_since=None, measured_at=None),
+    )
+    assert store.get("gone.example") == NOT_REGISTERED
+
+
+def test_stale_temp_files_are_removed_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    _store(FULL).save(path)
+    for name in (".domainwatch-x1y2z3.tmp", ".domainwatch-abcdefgh", ".domainwatch-probe-q"):
+        (tmp_path / name).write_bytes(b'{"version": 2, "dom')  # a save cut short by kill -9
+    (tmp_path / "other.json").write_text("{}")
+    (tmp_path / ".domainwatch-dir").mkdir()
+    store = _fresh_like(FULL)
+    assert store.load(path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".domainwatch-dir",
+        "other.json",
+        "state.json",
+    ]
+    # Also when there is no state file yet (first start after a crash during the first save).
+    (tmp_path / ".domainwatch-late.tmp").write_bytes(b"")
+    path.unlink()
+    assert store.load(path) == 0
+    assert not (tmp_path / ".domainwatch-late.tmp").exists()
+
+
+def test_save_syncs_the_file_and_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    _store(FULL).save(tmp_path / "state.json")
+    assert synced == ["file", "dir"]  # data first, then the rename
+
+
+def test_a_failed_save_keeps_the_old_file_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    _store(NOT_REGISTERED).save(path)
+    before = path.read_bytes()
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _store(FULL).save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"version": 2, "domains": {"gone.example": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        b'{"version": 2, "domains": {"gone.example": {"checks": {"rdap": {"failures": '
+        + b"9" * 5000
+        + b"}}}}}",
+        b'{"version": true, "domains": {}}',
+        b'{"version": 2.0000001, "domains": {}}',
+        b'{"version": 2, "domains": {"gone.example": {"checks": {"rdap": '
+        b'{"success": true, "last_success": Infinity}}}}}',
+        b'{"version": 2, "domains": {"gone.example": {"rdap": {"registered": 1, "server": null,'
+        b' "registration": null}}}}',
+        b'{"version": 2, "domains": {"gone.example": {"rdap": {"registered": true, "server": null,'
+        b' "registration": {"name": "x", "expiry": "2030-02-31T00:00:00Z"}}}}}',
+        b'{"version": 2, "domains": {"gone.example": {"dns": {"lame": []}}}}',
+        b'{"version": 2, "domains": {"gone.example": {"email": {"verdicts": [{"role": 1}]}}}}',
+        b"\xff\xfe\x00garbage",
+        b"\x00" * 1000,
+    ],
+    ids=[
+        "deep-100k",
+        "deep-record",
+        "5000-digits",
+        "version-true",
+        "version-float",
+        "infinity",
+        "int-for-bool",
+        "bad-date",
+        "list-for-map",
+        "int-for-str",
+        "utf16-garbage",
+        "nuls",
+    ],
+)
+def test_hostile_state_file_is_ignored_with_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    store = _store(NOT_REGISTERED)
+    before = store.get("gone.example")
+    assert store.load(path) == 0
+    assert store.get("gone.example") == before
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "\n" not in warnings[0] and len(warnings[0]) < 400, warnings[0][:400]
+
+
+def test_codec_never_writes_repr_false_fields() -> None:
+    contact = ContactEmail(role="registrant", kind="real", email=SECRET)
+    assert statefile.dump(contact) == {"role": "registrant", "kind": "real"}
+    # ...and does not read one back from a file either.
+    loaded = statefile.load_dataclass(
+        ContactEmail, {"role": "registrant", "kind": "real", "email": SECRET}
+    )
+    assert loaded.email is None
+
+
+# --- restored-state age limit (issue 7 item 6) --------------------------------------------
+
+DAY = 86400.0
+NOW = 30 * DAY
+
+
+def _aged(rdap_age: float | None, dns_age: float | None, email_age: float | None) -> DomainStatus:
+    def state(age: float | None) -> CheckState:
+        last = None if age is None else NOW - age
+        return CheckState(success=True, last_attempt=last, last_success=last, next_due=NOW + 60)
+
+    return replace(
+        FULL,
+        checks={"rdap": state(rdap_age), "dns": state(dns_age), "email": state(email_age)},
+    )
+
+
+MAX_AGE = {"rdap": 12 * 3600.0, "dns": 600.0, "email": 7200.0}
+
+
+def test_fresh_results_are_restored_as_they_were(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    status = _aged(3600, 60, 7199)
+    _store(status).save(path)
+    store = _fresh_like(status)
+    assert store.load(path, max_age=MAX_AGE, now=NOW) == 1
+    got = store.get("example.com")
+    assert got is not None
+    assert (got.rdap, got.dns, got.email, got.checks) == (
+        _rdap_without_address(status),
+        status.dns,
+        status.email,
+        status.checks,
+    )
+
+
+def test_results_older_than_max_age_are_dropped_and_rechecked(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    status = _aged(21 * DAY, 601, None)  # three weeks; just over; never succeeded
+    _store(status).save(path)
+    store = _fresh_like(status)
+    assert store.load(path, max_age=MAX_AGE, now=NOW) == 1
+    got = store.get("example.com")
+    assert got is not None
+    # The results go (their gauges are absent)...
+    assert (got.rdap, got.dns, got.email) == (None, None, None)
+    # ...the bookkeeping stays (age metrics), due at once.
+    for kind in ("rdap", "dns", "email"):
+        assert got.checks[kind] == replace(status.checks[kind], next_due=None), kind
+
+
+def test_age_limit_is_per_check(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    status = _aged(21 * DAY, 60, 60)
+    _store(status).save(path)
+    store = _fresh_like(status)
+    assert store.load(path, max_age={"rdap": 12 * 3600.0}, now=NOW) == 1
+    got = store.get("example.com")
+    assert got is not None
+    assert got.rdap is None and got.checks["rdap"].next_due is None
+    assert got.dns == status.dns and got.checks["dns"] == status.checks["dns"]
+    assert got.email == status.email
+
+
+def test_a_last_success_far_in_the_future_is_not_fresh(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    status = _aged(-21 * DAY, -60, 0)  # a clock that was weeks ahead; a minute is skew
+    _store(status).save(path)
+    store = _fresh_like(status)
+    store.load(path, max_age=MAX_AGE, now=NOW)
+    got = store.get("example.com")
+    assert got is not None
+    assert got.rdap is None
+    assert got.dns == status.dns and got.email == status.email
+
+
+def test_without_max_age_nothing_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    status = _aged(365 * DAY, 365 * DAY, 365 * DAY)
+    _store(status).save(path)
+    store = _fresh_like(status)
+    assert store.load(path) == 1
+    got = store.get("example.com")
+    assert got is not None and got.rdap is not None and got.checks == status.checks
+
+
+def _rdap_without_address(status: DomainStatus) -> RdapResult | None:
+    if status.rdap is None or status.rdap.registration is None:
+        return status.rdap
+    reg = status.rdap.registration
+    contacts = tuple(replace(c, email=None) for c in reg.contacts)
+    return replace(status.rdap, registration=replace(reg, contacts=contacts))
