@@ -239,7 +239,15 @@ async def _serve(
     # Not registered: /metrics appends its cached text rendering to the registry's output.
     domains = DomainCollector(store)
     if args.state_file:
-        restored = store.load(args.state_file)
+        # Results older than twice their check's interval are not exported as current.
+        restored = store.load(
+            args.state_file,
+            max_age={
+                "rdap": 2 * config.rdap.interval,
+                "dns": 2 * config.dns.interval,
+                "email": 2 * config.email.interval,
+            },
+        )
         log.info("state restored: path=%s domains=%d", args.state_file, restored)
     metrics.reload_ok.set(1)
     metrics.reload_ts.set(time.time())
