@@ -43,6 +43,10 @@ class StartupError(Exception):
 class _Parser(argparse.ArgumentParser):
     """A bad flag is one line on stderr (exit 2): argparse's usage block would bury it."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        # No abbreviations: "--web.listen" must not quietly mean --web.listen-address.
+        super().__init__(allow_abbrev=False, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -167,6 +171,8 @@ def _check_state_file(path: str) -> None:
     folder = state.parent
     if state.is_dir():
         raise StartupError(f"--state.file {path}: is a directory")
+    if folder.exists() and not folder.is_dir():
+        raise StartupError(f"--state.file {path}: {folder} is not a directory")
     if not folder.is_dir():
         raise StartupError(f"--state.file {path}: directory {folder} does not exist")
     try:

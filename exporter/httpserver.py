@@ -121,7 +121,9 @@ def bind(listen: str, default_port: int) -> socket.socket:
     except OverflowError as exc:
         raise ListenError(f"{listen}: {exc}") from exc
     except OSError as exc:
-        raise ListenError(f"{listen}: cannot listen: {exc.strerror or exc}") from exc
+        # create_server appends "(while attempting to bind on address ...)": we name it first.
+        reason = (exc.strerror or str(exc)).split(" (while attempting", 1)[0]
+        raise ListenError(f"{listen}: cannot listen: {reason}") from exc
 
 
 def _split(text: str, default_port: int) -> tuple[str, int]:
