@@ -1,32 +1,35 @@
 """Real Prometheus + Alertmanager on loopback, wired to the project's own alerting files.
 
-    with PromStack(workdir, exporter_target="127.0.0.1:9123") as stack:
+    with PromStack(workdir, exporter_target="127.0.0.1:9123") as stack:   # or a list of them
         stack.prometheus.query('domain_hold{domain="x.test"}')         # /api/v1/query -> data
         stack.prometheus.query_range("up", start, end, step=1)         # /api/v1/query_range
         stack.webhook.wait_for(lambda n: ..., timeout=20)              # Alertmanager's POSTs
         stack.webhook.alerts()                                         # every alert received
+        stack.alertmanager.alerts()                                    # active / suppressed
 
 What runs, all on 127.0.0.1 with free ports, fresh storage, and configs generated here (never
 the distribution's files in /etc):
 
 - `prometheus` (Debian package `prometheus`): scrape and evaluation interval 1 s, one scrape job
-  `job_name: domainwatch` (the job name alerting/rules.yml selects on) with the exporter as its
-  only target, `--rules.alert.resend-delay=2s` (the default re-send of 1 minute would lose an
-  alert that fired before the notifier had discovered Alertmanager), and alerting to the
-  Alertmanager below.
+  `job_name: domainwatch` (the job name alerting/rules.yml selects on) with the exporter (or
+  each of several exporters, one `instance` each) as its targets,
+  `--rules.alert.resend-delay=2s` (the default re-send of 1 minute would lose an alert that
+  fired before the notifier had discovered Alertmanager), and alerting to the Alertmanager
+  below.
 - `prometheus-alertmanager` (Debian's name for alertmanager): `--cluster.listen-address=`
   (clustering would bind 0.0.0.0:9094) and a fresh `--storage.path` (the notification log
   survives restarts and would swallow a repeat notification).
 - `WebhookReceiver`: an in-process `http.server` that records every JSON body POSTed to it.
 
 THE RULES UNDER TEST ARE A REWRITTEN COPY. `shorten_for_durations` loads alerting/rules.yml,
-replaces every rule's `for:` (15m, 1h, 7d, ...) with `for: 2s` (DomainwatchAbsent: 30s, see
-FOR_OVERRIDES) and writes the result to the work directory; expressions, labels and
-annotations are copied untouched (and checked to be identical). Alerts therefore fire about
-2 s after their expression becomes true instead of after minutes or days; an alert without
-`for:` (e.g. DomainOnHold) fires at the first evaluation either way. A test that passes here
-proves the expressions, labels and routing, not the production `for:` values
-(alerting/tests/*.yml pins those with promtool unit tests).
+replaces every rule's `for:` (15m, 1h, 7d, ...) with `for: 2s` (DomainwatchAbsent and
+DomainwatchDownPersistent: 30s, see FOR_OVERRIDES; a test may pass its own overrides) and every
+`keep_firing_for:` (1h) with `keep_firing_for: 2s`, and writes the result to the work
+directory; expressions, labels and annotations are copied untouched (and checked to be
+identical). Alerts therefore fire about 2 s after their expression becomes true instead of after
+minutes or days, and resolve about 2 s after it stops. A test that passes here proves the
+expressions, labels, routing and inhibition, not the production `for:` / `keep_firing_for:`
+values (alerting/tests/*.yml pins those with promtool unit tests).
 
 THE ALERTMANAGER CONFIG IS A REWRITTEN COPY of alerting/alertmanager.example.yml
 (`rewrite_alertmanager_config`): every receiver's `webhook_configs[*].url` becomes
@@ -59,7 +62,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -81,8 +84,9 @@ SHORT_FOR = "2s"
 # `up` sample 5.5 s after start), so `absent(up{job="domainwatch"})` is true for the first ~5
 # evaluations of every fresh Prometheus. Production's `for: 15m` covers that start-up gap; a 2 s
 # `for:` would page DomainwatchAbsent on every test run. 30 s is longer than the gap and longer
-# than the tests run after it.
-FOR_OVERRIDES: Mapping[str, str] = {"DomainwatchAbsent": "30s"}
+# than the tests run after it. DomainwatchDownPersistent reads the same absent() and gets the same.
+FOR_OVERRIDES: Mapping[str, str] = {"DomainwatchAbsent": "30s", "DomainwatchDownPersistent": "30s"}
+SHORT_KEEP_FIRING = "2s"
 SCRAPE_INTERVAL = "1s"
 EVALUATION_INTERVAL = "1s"
 RESEND_DELAY = "2s"
@@ -129,11 +133,13 @@ def shorten_for_durations(
     rules: Mapping[str, Any],
     duration: str = SHORT_FOR,
     overrides: Mapping[str, str] | None = None,
+    keep_firing: str = SHORT_KEEP_FIRING,
 ) -> dict[str, Any]:
     """A deep copy of a parsed rule file in which every `for:` is `duration`, except for the
-    alerts named in `overrides` (alert name -> their shortened `for:`; default FOR_OVERRIDES).
+    alerts named in `overrides` (alert name -> their shortened `for:`; default FOR_OVERRIDES),
+    and every `keep_firing_for:` is `keep_firing`.
 
-    Only the `for` key changes: the test asserts the expressions themselves, so they must be
+    Only those keys change: the test asserts the expressions themselves, so they must be
     the shipped ones byte for byte (checked here, in case a future edit touches more).
     """
     overrides = FOR_OVERRIDES if overrides is None else overrides
@@ -142,6 +148,8 @@ def shorten_for_durations(
         for rule in group.get("rules", []):
             if "for" in rule:
                 rule["for"] = overrides.get(rule.get("alert", ""), duration)
+            if "keep_firing_for" in rule:
+                rule["keep_firing_for"] = keep_firing
     before = [r.get("expr") for g in rules.get("groups", []) for r in g.get("rules", [])]
     after = [r.get("expr") for g in out.get("groups", []) for r in g.get("rules", [])]
     assert before == after, "rewriting for: durations changed an expression"
@@ -179,7 +187,7 @@ def rewrite_alertmanager_config(
 
 
 def prometheus_config(
-    exporter_target: str, alertmanager_target: str, rule_file: Path
+    exporter_targets: Sequence[str], alertmanager_target: str, rule_file: Path
 ) -> dict[str, Any]:
     return {
         "global": {
@@ -192,7 +200,7 @@ def prometheus_config(
             "alertmanagers": [{"static_configs": [{"targets": [alertmanager_target]}]}],
         },
         "scrape_configs": [
-            {"job_name": JOB_NAME, "static_configs": [{"targets": [exporter_target]}]},
+            {"job_name": JOB_NAME, "static_configs": [{"targets": list(exporter_targets)}]},
         ],
     }
 
@@ -411,6 +419,12 @@ class Alertmanager(_Server):
         super().__init__(workdir)
         self.config = config
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """GET /api/v2/alerts: every alert Alertmanager holds, with `status.state` (active,
+        suppressed) and `status.inhibitedBy` (fingerprints of the alerts inhibiting it)."""
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=10) as resp:
+            return list(json.loads(resp.read()))
+
     def start(self) -> Alertmanager:
         binary = _binary("prometheus-alertmanager", "prometheus-alertmanager")
         amtool = _binary("amtool", "prometheus-alertmanager")
@@ -435,12 +449,18 @@ class Prometheus(_Server):
     name = "prometheus"
 
     def __init__(
-        self, workdir: Path, exporter_target: str, alertmanager_target: str, rules: Path
+        self,
+        workdir: Path,
+        exporter_targets: Sequence[str],
+        alertmanager_target: str,
+        rules: Path,
+        for_overrides: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(workdir)
-        self.exporter_target = exporter_target
+        self.exporter_targets = list(exporter_targets)
         self.alertmanager_target = alertmanager_target
         self.rules_source = rules
+        self.for_overrides = for_overrides
         self.rule_file = workdir / "rules.yml"
         self.started = 0.0
 
@@ -449,8 +469,9 @@ class Prometheus(_Server):
         promtool = _binary("promtool", "prometheus")
         self.workdir.mkdir(parents=True, exist_ok=True)
         rules = yaml.safe_load(self.rules_source.read_text(encoding="utf-8"))
-        self.rule_file.write_text(yaml.safe_dump(shorten_for_durations(rules), sort_keys=False))
-        config = prometheus_config(self.exporter_target, self.alertmanager_target, self.rule_file)
+        short = shorten_for_durations(rules, overrides=self.for_overrides)
+        self.rule_file.write_text(yaml.safe_dump(short, sort_keys=False))
+        config = prometheus_config(self.exporter_targets, self.alertmanager_target, self.rule_file)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         # Also checks the rule file it references.
         _check([promtool, "check", "config", str(self.config_path)], "promtool check config")
@@ -515,12 +536,14 @@ class Prometheus(_Server):
 
 @dataclass
 class PromStack:
-    """Webhook receiver, Alertmanager and Prometheus scraping `exporter_target` (host:port)."""
+    """Webhook receiver, Alertmanager and Prometheus scraping `exporter_target` (host:port, or
+    a list of them). `for_overrides` replaces FOR_OVERRIDES (alert name -> shortened `for:`)."""
 
     workdir: Path
-    exporter_target: str
+    exporter_target: str | Sequence[str]
     rules: Path = RULES_FILE
     alertmanager_example: Path = ALERTMANAGER_EXAMPLE
+    for_overrides: Mapping[str, str] | None = None
     webhook: WebhookReceiver = field(init=False)
     alertmanager: Alertmanager = field(init=False)
     prometheus: Prometheus = field(init=False)
@@ -534,9 +557,13 @@ class PromStack:
                 self.workdir / "alertmanager",
                 rewrite_alertmanager_config(example, self.webhook.base_url),
             ).start()
+            targets = (
+                [self.exporter_target] if isinstance(self.exporter_target, str)
+                else list(self.exporter_target)
+            )
             self.prometheus = Prometheus(
-                self.workdir / "prometheus", self.exporter_target, self.alertmanager.hostport,
-                self.rules,
+                self.workdir / "prometheus", targets, self.alertmanager.hostport,
+                self.rules, self.for_overrides,
             ).start()
         except BaseException:
             self.stop()
