@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 
 from exporter import statefile
 from exporter.registration import ContactEmail, Registration
@@ -24,6 +27,8 @@ from exporter.store import (
     RdapResult,
     StatusStore,
 )
+from tests.support.exporter_proc import ExporterProcess
+from tests.support.rdapserver import RdapServer, Reply, make_domain, write_bootstrap, write_ca
 
 SECRET = "secret@x.test"
 REPO = Path(__file__).resolve().parent.parent
@@ -552,3 +557,98 @@ def _rdap_without_address(status: DomainStatus) -> RdapResult | None:
     reg = status.rdap.registration
     contacts = tuple(replace(c, email=None) for c in reg.contacts)
     return replace(status.rdap, registration=replace(reg, contacts=contacts))
+
+
+# --- the age limit through the running exporter (issue 7 item 6) ---------------------------
+
+
+def _exporter_config(tmp: Path) -> str:
+    return f"""
+rdap:
+  bootstrap: {tmp / "bootstrap.json"}
+  ca_file: {tmp / "ca.pem"}
+  allow_private_addresses: true
+  interval: 1h
+  timeout: 5s
+  requests_per_second: 50
+dns:
+  root_servers: ["127.83.0.1:9"]
+  interval: 1h
+  timeout: 0.2s
+domains:
+  - held.test
+"""
+
+
+def _held_state(path: Path, last_success: float) -> None:
+    """A state file as the exporter writes it: held.test on client hold, read at last_success."""
+    registration = Registration(
+        name="held.test",
+        expiry=datetime(2031, 1, 1, tzinfo=UTC),
+        statuses=("client hold",),
+        nameservers=("ns1.held.test",),
+        registrar="Reg",
+        registrar_iana_id="1",
+    )
+    status = DomainStatus(
+        name="held.test",
+        rdap=RdapResult(
+            registered=True,
+            server="https://127.0.0.1/",
+            registration=registration,
+            read_at=last_success,
+        ),
+        checks={
+            "rdap": CheckState(
+                success=True,
+                last_attempt=last_success,
+                last_success=last_success,
+                next_due=time.time() + 3600,  # not due: only the age limit may re-check it
+            )
+        },
+    )
+    _store(status).save(path)
+
+
+@pytest.mark.parametrize("age_days", [21.0, 0.01], ids=["three-weeks", "fresh"])
+def test_exporter_does_not_export_an_old_restored_hold(tmp_path: Path, age_days: float) -> None:
+    ca = trustme.CA()
+    release = threading.Event()
+    with RdapServer(ca) as registry:
+        write_ca(ca, tmp_path / "ca.pem")
+        write_bootstrap(tmp_path / "bootstrap.json", {"test": registry})
+        expiry = datetime.now(UTC) + timedelta(days=300)
+        registry.set_domain(
+            "held.test",
+            Reply(
+                body=make_domain("held.test", expiry, ["active"], ["ns1.held.test"], "Reg", "1"),
+                gate=release,  # the re-check lands only when the test says so
+                gate_timeout=10,
+            ),
+        )
+        config = tmp_path / "config.yaml"
+        config.write_text(_exporter_config(tmp_path))
+        state = tmp_path / "state.json"
+        last_success = time.time() - age_days * 86400
+        _held_state(state, last_success)
+        with ExporterProcess(config, tmp_path / "run", state_file=state) as exporter:
+            first = exporter.scrape()  # right after /-/ready
+            lines = first.for_domain("held.test")
+            age = first.value(
+                "domain_check_last_success_timestamp_seconds", domain="held.test", check="rdap"
+            )
+            assert age == pytest.approx(last_success, abs=1), lines  # age metric stays
+            if age_days > 1:
+                assert first.value("domain_hold", domain="held.test") is None, lines
+                assert first.value("domain_registered", domain="held.test") is None, lines
+                # Re-checked at once, not after next_due an hour from now.
+                registry.wait_for_request("held.test", timeout=10)
+                release.set()
+                exporter.wait_for(
+                    lambda s: s.value("domain_hold", domain="held.test") == 0, timeout=10
+                )
+            else:
+                assert first.value("domain_hold", domain="held.test") == 1, lines
+                time.sleep(1.0)
+                assert registry.requests_for("held.test") == []  # a fresh result counts
+        release.set()
