@@ -5,8 +5,10 @@ Real parts: the exporter subprocess, an HTTPS RDAP server on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,8 +17,13 @@ from pathlib import Path
 
 import pytest
 import trustme
+from prometheus_client import CollectorRegistry
 
-from tests.support.exporter_proc import ExporterProcess, free_port
+from exporter.cli import ConfigReloader
+from exporter.config import Config, ConfigError
+from exporter.selfmetrics import ExporterMetrics
+from tests.faults.webexporter import WebExporter, write_config
+from tests.support.exporter_proc import ExporterProcess, Scrape, free_port
 from tests.support.rdapserver import RdapServer, Reply, make_domain, write_bootstrap, write_ca
 
 EXPIRY = datetime.now(UTC).replace(microsecond=0) + timedelta(days=100)
@@ -207,3 +214,119 @@ def test_web_config_tls_and_basic_auth(tmp_path: Path, rdap: RdapServer) -> None
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+# --- Any reload failure, of any kind, keeps the running config and sets the gauge to 0 ---
+
+RELOAD_HOST = "127.82.0.4"
+DEEP_YAML = "domains:\n  - " + "[" * 10_000 + "\n"
+HUGE_INT = "concurrency: " + "9" * 5_000 + "\ndomains:\n  - one.test\n"
+
+
+def _reload_gauge(ex: WebExporter) -> float | None:
+    status, _, body = ex.request("GET", "/metrics")
+    assert status == 200
+    scrape = Scrape.parse(body.decode(), time.time())
+    return scrape.value("domainwatch_config_last_reload_successful")
+
+
+@pytest.mark.parametrize("broken", [DEEP_YAML, HUGE_INT], ids=["deep_yaml", "huge_int"])
+def test_any_reload_failure_sets_gauge_zero(tmp_path: Path, broken: str) -> None:
+    config = write_config(tmp_path, domains=("one.test", "two.test"))
+    good = config.read_text()
+    with WebExporter.start(tmp_path, RELOAD_HOST, config=config) as ex:
+        assert _reload_gauge(ex) == 1
+
+        config.write_text(broken)
+        status, _, body = ex.request("POST", "/-/reload", timeout=30)
+        assert status == 500
+        assert len(body.decode().strip().splitlines()) == 1, body[:500]
+        assert _reload_gauge(ex) == 0
+        assert "Traceback" not in ex.log.read_text()
+
+        config.write_text(good)
+        assert ex.request("POST", "/-/reload", timeout=30)[0] == 200
+        assert _reload_gauge(ex) == 1
+
+        # SIGHUP: the same, with no one to answer to but the gauge and the log.
+        config.write_text(broken)
+        ex.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while _reload_gauge(ex) != 0:
+            assert time.monotonic() < deadline, ex.log_tail()
+            time.sleep(0.1)
+        status, _, body = ex.request("GET", "/metrics")
+        scrape = Scrape.parse(body.decode(), time.time())
+        assert scrape.value("domainwatch_domains") == 2  # the old config keeps serving
+        failures = [
+            line for line in ex.log.read_text().splitlines() if "config reload failed" in line
+        ]
+        assert len(failures) == 2
+        assert "Traceback" not in ex.log.read_text()
+
+
+class _Raise:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.threads: list[int] = []
+
+    def __call__(self, path: str) -> Config:
+        self.threads.append(threading.get_ident())
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConfigError(["a.yaml: domains[0]: bad", "a.yaml: bogus: unknown key"]),
+        RecursionError("maximum recursion depth exceeded"),
+        ValueError("Exceeds the limit (4300 digits) for integer string conversion"),
+        KeyError("surprise"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_reloader_catches_everything_off_the_loop(exc: BaseException) -> None:
+    registry = CollectorRegistry()
+    metrics = ExporterMetrics(registry)
+    metrics.reload_ok.set(1)
+    load = _Raise(exc)
+    applied: list[Config] = []
+
+    async def apply(config: Config) -> None:
+        applied.append(config)
+
+    async def run() -> tuple[str | None, int]:
+        reloader = ConfigReloader("a.yaml", load, apply, metrics)
+        return await reloader.reload(), threading.get_ident()
+
+    reason, loop_thread = asyncio.run(run())
+    assert reason
+    assert registry.get_sample_value("domainwatch_config_last_reload_successful") == 0
+    assert not applied
+    assert load.threads and load.threads[0] != loop_thread  # parsed on a worker thread
+    if isinstance(exc, ConfigError):
+        assert reason.splitlines() == exc.errors
+    else:
+        assert len(reason.splitlines()) == 1 and type(exc).__name__ in reason
+
+
+def test_reloader_apply_failure_and_success() -> None:
+    registry = CollectorRegistry()
+    metrics = ExporterMetrics(registry)
+
+    async def broken_apply(config: Config) -> None:
+        raise RuntimeError("apply broke")
+
+    async def good_apply(config: Config) -> None:
+        return None
+
+    async def run() -> tuple[str | None, str | None]:
+        bad = await ConfigReloader("a.yaml", lambda p: Config(), broken_apply, metrics).reload()
+        good = await ConfigReloader("a.yaml", lambda p: Config(), good_apply, metrics).reload()
+        return bad, good
+
+    metrics.reload_ok.set(1)
+    bad, good = asyncio.run(run())
+    assert bad is not None and "apply broke" in bad
+    assert good is None
+    assert registry.get_sample_value("domainwatch_config_last_reload_successful") == 1
