@@ -278,7 +278,7 @@ async def _serve(
         ready=lambda: scheduler.ready,
         reload=reload_from_http,
         users=users,
-        domain_exposition=domains.exposition,
+        domain_chunks=domains.exposition_chunks,
     )
     server.start(app)
     pending: set[asyncio.Task[str | None]] = set()

@@ -232,6 +232,10 @@ class HttpServer:
                     return
         except (ConnectionError, OSError, ssl.SSLError) as exc:
             log.debug("http: connection from %s ended: %s", _peer(peer), exc)
+        except Exception as exc:  # one connection's bug must not reach the event loop's log
+            name = type(exc).__name__
+            log.warning("http: connection from %s failed: %s: %s", _peer(peer), name, exc)
+            log.debug("http: connection traceback", exc_info=True)
         finally:
             self._conns.pop(conn, None)
             await self._close(writer)

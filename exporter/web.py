@@ -237,20 +237,30 @@ def make_app(
     reload: Callable[[], str | None],
     users: dict[str, str] | None = None,
     domain_exposition: Callable[[], bytes] | None = None,
+    domain_chunks: Callable[..., list[bytes]] | None = None,
 ) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
-    """`registry` holds the exporter's own metrics; `domain_exposition` renders the per-domain
-    families (DomainCollector.exposition) and is appended to them. HEAD is answered like GET;
+    """`registry` holds the exporter's own metrics; the per-domain families are appended to
+    them, from `domain_chunks` (DomainCollector.exposition_chunks: cached chunks, cached gzip
+    members when the client takes gzip) or else `domain_exposition`. HEAD is answered like GET;
     the server leaves out the body."""
     auth = BasicAuth(users) if users else None
 
     def metrics_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
         body = generate_latest(registry)
-        if domain_exposition is not None:
-            body += domain_exposition()
         headers = [("Content-Type", CONTENT_TYPE_LATEST)]
-        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            # Level 1: the text compresses ~15x anyway and the scrape stays fast.
-            body = gzip.compress(body, compresslevel=1)
+        if domain_chunks is not None:
+            # A gzip stream may be several members (RFC 1952 2.2): ours, then the cached ones.
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)
+            body += b"".join(domain_chunks(gzipped=gzipped))
+        else:
+            if domain_exposition is not None:
+                body += domain_exposition()
+            if gzipped:
+                # Level 1: the text compresses ~15x anyway and the scrape stays fast.
+                body = gzip.compress(body, compresslevel=1)
+        if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)

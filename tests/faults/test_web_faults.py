@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import http.client
 import select
 import socket
@@ -17,10 +18,15 @@ import ssl
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.httpserver import HttpServer, ListenError, bind
+from exporter.web import load_web_config, tls_context
 from tests.faults.report import record, rss_mb
 from tests.faults.webexporter import WebExporter, WebTls
 
@@ -206,7 +212,9 @@ def test_methods(http_exporter: WebExporter) -> None:
 
 
 def test_keep_alive_and_gzip(http_exporter: WebExporter) -> None:
-    """Prometheus reuses its connection and asks for gzip: both keep working."""
+    """Prometheus reuses its connection and asks for gzip: both keep working, and the gzip
+    body (several members) holds the same families as the plain one."""
+    plain = http_exporter.request("GET", "/metrics")[2].decode()
     conn = http_exporter.connection()
     try:
         for _ in range(3):
@@ -214,9 +222,15 @@ def test_keep_alive_and_gzip(http_exporter: WebExporter) -> None:
             resp = conn.getresponse()
             body = resp.read()
             assert resp.status == 200 and resp.getheader("Content-Encoding") == "gzip"
-            assert body[:2] == b"\x1f\x8b"
+            text = gzip.decompress(body).decode()
+            assert _families(text) == _families(plain)
+            assert "domain_check_success" in _families(text)
     finally:
         conn.close()
+
+
+def _families(text: str) -> set[str]:
+    return {f.name for f in text_string_to_metric_families(text)}
 
 
 def test_bad_requests_are_refused(http_exporter: WebExporter) -> None:
@@ -290,3 +304,70 @@ def test_https_refuses_plain_http(https_exporter: WebExporter) -> None:
         finally:
             conn.close()
 
+
+
+# --- In-process: the same server, for what needs no exporter around it ---
+
+
+def _hello(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"hello {environ['wsgi.url_scheme']}\n".encode()]
+
+
+def test_ipv6_listen_address() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        sock = bind("[::1]:0", 9877)
+    except ListenError as exc:
+        pytest.skip(f"no ::1 here: {exc}")
+    server = HttpServer(sock)
+    server.start(_hello)
+    try:
+        conn = http.client.HTTPConnection("::1", server.port, timeout=3)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"hello http\n"
+        conn.close()
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("auth_type", "with_cert", "served"),
+    [
+        ("RequireAndVerifyClientCert", True, True),
+        ("RequireAndVerifyClientCert", False, False),
+        ("VerifyClientCertIfGiven", False, True),
+        ("VerifyClientCertIfGiven", True, True),
+    ],
+)
+def test_client_certificates(tmp_path: Path, auth_type: str, with_cert: bool, served: bool) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert(HTTPS_HOST)
+    leaf.private_key_pem.write_to_path(str(tmp_path / "web.key"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "web.crt"))
+    ca.cert_pem.write_to_path(str(tmp_path / "clients.pem"))
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: {tmp_path / 'web.crt'}\n"
+        f"  key_file: {tmp_path / 'web.key'}\n  client_ca_file: {tmp_path / 'clients.pem'}\n"
+        f"  client_auth_type: {auth_type}\n"
+    )
+    config = load_web_config(str(tmp_path / "web.yml"))
+    server = HttpServer(bind(f"{HTTPS_HOST}:0", 9877), tls_context(config))
+    server.start(_hello)
+    try:
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        if with_cert:
+            ca.issue_cert("prometheus@example.test").configure_cert(ctx)
+        conn = http.client.HTTPSConnection(HTTPS_HOST, server.port, timeout=3, context=ctx)
+        try:
+            conn.request("GET", "/")
+            body = conn.getresponse().read()
+            assert served and body == b"hello https\n"
+        except (OSError, http.client.HTTPException):
+            assert not served
+        finally:
+            conn.close()
+    finally:
+        server.shutdown()
