@@ -8,6 +8,7 @@ import binascii
 import gzip
 import hashlib
 import logging
+import os
 import re
 import secrets
 import ssl
@@ -116,10 +117,17 @@ def load_web_config(path: str) -> WebConfig:
                 " (expected $2b$<cost>$ and 53 characters, e.g. from htpasswd -nBC 10)"
             )
         hashes[name] = hashed
+    # As in exporter-toolkit, relative file names are relative to the web config file.
+    folder = os.path.dirname(path)
+
+    def file(key: str) -> str | None:
+        name = tls.get(key)
+        return os.path.join(folder, name) if name else None
+
     config = WebConfig(
-        cert_file=tls.get("cert_file"),
-        key_file=tls.get("key_file"),
-        client_ca_file=tls.get("client_ca_file"),
+        cert_file=file("cert_file"),
+        key_file=file("key_file"),
+        client_ca_file=file("client_ca_file"),
         client_auth_type=auth_type,
         basic_auth_users=hashes,
     )

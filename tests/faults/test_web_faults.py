@@ -347,10 +347,10 @@ def test_client_certificates(tmp_path: Path, auth_type: str, with_cert: bool, se
     leaf.private_key_pem.write_to_path(str(tmp_path / "web.key"))
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "web.crt"))
     ca.cert_pem.write_to_path(str(tmp_path / "clients.pem"))
+    # Relative names: relative to the web config file, as in exporter-toolkit.
     (tmp_path / "web.yml").write_text(
-        f"tls_server_config:\n  cert_file: {tmp_path / 'web.crt'}\n"
-        f"  key_file: {tmp_path / 'web.key'}\n  client_ca_file: {tmp_path / 'clients.pem'}\n"
-        f"  client_auth_type: {auth_type}\n"
+        "tls_server_config:\n  cert_file: web.crt\n  key_file: web.key\n"
+        f"  client_ca_file: clients.pem\n  client_auth_type: {auth_type}\n"
     )
     config = load_web_config(str(tmp_path / "web.yml"))
     server = HttpServer(bind(f"{HTTPS_HOST}:0", 9877), tls_context(config))
