@@ -4,7 +4,7 @@ Prometheus web-config file (TLS and basic auth). The server itself is exporter.h
 from __future__ import annotations
 
 import base64
-import binascii
+import enum
 import gzip
 import hashlib
 import logging
@@ -178,6 +178,12 @@ def tls_context(config: WebConfig, source: str = "web config") -> ssl.SSLContext
     return ctx
 
 
+class Verdict(enum.Enum):
+    OK = "ok"
+    DENIED = "denied"
+    BUSY = "busy"  # every bcrypt slot taken: answered 503 at once, checked nothing
+
+
 class BasicAuth:
     """HTTP basic auth against bcrypt hashes, without telling who exists.
 
@@ -186,9 +192,14 @@ class BasicAuth:
     checks are remembered (SHA-256 of user, password and hash; at most 64) as exporter-toolkit
     does: Prometheus sends the same credentials every scrape, and a cost-12 bcrypt is ~250 ms of
     CPU each time. Failures are never cached, so guessing stays slow.
+
+    At most BCRYPT_SLOTS checks run at once and a request that finds them all taken is BUSY
+    without waiting: a flood of wrong passwords then costs BCRYPT_SLOTS cores, and never holds
+    the web workers that answer scrapes (whose remembered credentials need no bcrypt).
     """
 
     CACHE_SIZE = 64
+    BCRYPT_SLOTS = 2
 
     def __init__(self, users: Mapping[str, str]) -> None:
         self._users = {user: hashed.encode() for user, hashed in users.items()}
@@ -198,14 +209,15 @@ class BasicAuth:
         self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
         self._good: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.BCRYPT_SLOTS)
 
-    def check(self, header: str) -> bool:
+    def check(self, header: str) -> Verdict:
         if not header.startswith("Basic "):
-            return False
+            return Verdict.DENIED
         try:
             decoded = base64.b64decode(header[6:], validate=True)
-        except (ValueError, binascii.Error):
-            return False
+        except ValueError:  # binascii.Error included
+            return Verdict.DENIED
         user_bytes, _, password = decoded.partition(b":")
         user = user_bytes.decode("utf-8", "replace")
         stored = self._users.get(user)
@@ -214,18 +226,22 @@ class BasicAuth:
         with self._lock:
             if stored is not None and key in self._good:
                 self._good.move_to_end(key)
-                return True
+                return Verdict.OK
+        if not self._slots.acquire(blocking=False):
+            return Verdict.BUSY
         try:
             ok = bool(bcrypt.checkpw(password, hashed))
         except ValueError:  # NUL bytes, or longer than bcrypt's 72 bytes
             ok = False
+        finally:
+            self._slots.release()
         if not ok or stored is None:
-            return False
+            return Verdict.DENIED
         with self._lock:
             self._good[key] = None
             if len(self._good) > self.CACHE_SIZE:
                 self._good.popitem(last=False)
-        return True
+        return Verdict.OK
 
 
 # Which methods each path answers; anything else on a known path is 405 with an Allow header.
@@ -277,7 +293,14 @@ def make_app(
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
-        if auth is not None and not auth.check(environ.get("HTTP_AUTHORIZATION", "")):
+        verdict = auth.check(environ.get("HTTP_AUTHORIZATION", "")) if auth else Verdict.OK
+        if verdict is Verdict.BUSY:
+            start_response(
+                "503 Service Unavailable",
+                [("Retry-After", "1"), ("Content-Type", "text/plain; charset=utf-8")],
+            )
+            return [b"Too many authentication attempts at once, retry\n"]
+        if verdict is Verdict.DENIED:
             start_response(
                 "401 Unauthorized",
                 [("WWW-Authenticate", 'Basic realm="domainwatch"'), ("Content-Type", "text/plain")],

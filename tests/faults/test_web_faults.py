@@ -28,10 +28,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.httpserver import HttpServer, ListenError, bind
 from exporter.web import load_web_config, tls_context
 from tests.faults.report import record, rss_mb
-from tests.faults.webexporter import WebExporter, WebTls
+from tests.faults.webexporter import WebExporter, WebSetup
 
 HTTP_HOST = "127.82.0.1"
 HTTPS_HOST = "127.82.0.2"
+AUTH_HOST = "127.82.0.7"
 # The documented defaults of exporter.httpserver.Limits (README, Security), as a client sees them.
 HEADER_TIMEOUT = 10.0  # whole request head; also the TLS handshake deadline
 MAX_CONNECTIONS = 512
@@ -50,8 +51,8 @@ def http_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebExpor
 @pytest.fixture(scope="module")
 def https_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebExporter]:
     tmp = tmp_path_factory.mktemp("web-https")
-    tls = WebTls.make(tmp, HTTPS_HOST, users={"prometheus": "s3cret"}, cost=AUTH_COST)
-    with WebExporter.start(tmp, HTTPS_HOST, tls=tls) as ex:
+    web = WebSetup.make(tmp, HTTPS_HOST, users={"prometheus": "s3cret"}, cost=AUTH_COST)
+    with WebExporter.start(tmp, HTTPS_HOST, web=web) as ex:
         yield ex
 
 
@@ -79,8 +80,8 @@ class _Slowloris(threading.Thread):
 
     def run(self) -> None:
         sock: socket.socket = socket.create_connection((self.ex.host, self.ex.port), timeout=5)
-        if self.ex.tls:
-            sock = self.ex.tls.client_context().wrap_socket(sock, server_hostname=self.ex.host)
+        if self.ex.web and self.ex.web.https:
+            sock = self.ex.web.client_context().wrap_socket(sock, server_hostname=self.ex.host)
         started = time.monotonic()
         head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Drip: " + b"a" * 100_000
         sock.settimeout(0.5)
@@ -293,6 +294,54 @@ def test_unknown_user_costs_as_much_as_a_wrong_password(https_exporter: WebExpor
     assert 0.5 <= ratio <= 2.0, f"unknown {unknown * 1000:.1f} ms vs wrong {wrong * 1000:.1f} ms"
     assert ex.request("GET", "/metrics")[0] == 200
     assert ex.request("GET", "/metrics", auth=None)[0] == 401
+
+
+def test_wrong_password_flood_does_not_starve_scrapes(tmp_path: Path) -> None:
+    """24 clients sending wrong passwords as fast as they are answered: bcrypt runs on at most
+    two threads and the rest are told 503 at once, so the web workers stay free and a scrape
+    with (remembered) good credentials still answers in under 1 s."""
+    web = WebSetup.make(tmp_path, AUTH_HOST, users={"prometheus": "s3cret"}, cost=AUTH_COST,
+                        https=False)
+    with WebExporter.start(tmp_path, AUTH_HOST, web=web) as ex:
+        ex.scrape_seconds()  # the good credentials are checked once and remembered
+        stop = threading.Event()
+        answers: dict[int, int] = {}
+        lock = threading.Lock()
+        wrong = "Basic " + base64.b64encode(b"prometheus:guess").decode()
+        request = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\n\r\n".encode()
+
+        def attack() -> None:
+            while not stop.is_set():
+                try:
+                    with socket.create_connection((ex.host, ex.port), timeout=5) as s:
+                        while not stop.is_set():
+                            s.sendall(request)
+                            head = s.recv(65536)
+                            if not head:
+                                break
+                            code = int(head.split(b" ", 2)[1])
+                            with lock:
+                                answers[code] = answers.get(code, 0) + 1
+                except (OSError, ValueError, IndexError):
+                    time.sleep(0.05)
+
+        attackers = [threading.Thread(target=attack, daemon=True) for _ in range(24)]
+        for t in attackers:
+            t.start()
+        try:
+            time.sleep(1.0)  # the flood is in full swing
+            worst, outcome = _worst_scrape(ex)
+            threads, rss = ex.threads(), rss_mb(ex.pid)
+        finally:
+            stop.set()
+            for t in attackers:
+                t.join(timeout=10)
+        ok = outcome == "scrape ok" and worst < SCRAPE_BUDGET and threads <= MAX_THREADS
+        got = dict(sorted(answers.items()))
+        record("web.wrong_password_flood", f"{outcome}; attackers got {got}", worst, rss, ok)
+        assert outcome == "scrape ok", outcome
+        assert worst < SCRAPE_BUDGET, f"slowest scrape {worst:.3f}s during the flood ({answers})"
+        assert set(answers) <= {401, 503} and answers.get(401), answers  # guessing still checked
 
 
 def test_https_refuses_plain_http(https_exporter: WebExporter) -> None:

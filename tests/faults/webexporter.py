@@ -2,7 +2,7 @@
 
     with WebExporter.start(tmp_path, "127.82.0.1") as ex:             # plain HTTP
         status, headers, body = ex.request("GET", "/metrics")
-    with WebExporter.start(tmp_path, "127.82.0.2", tls=WebTls.make(tmp_path, "127.82.0.2",
+    with WebExporter.start(tmp_path, "127.82.0.2", web=WebSetup.make(tmp_path, "127.82.0.2",
                            users={"prom": "pw"})) as ex:               # HTTPS + basic auth
         ex.scrape_seconds()
 
@@ -54,31 +54,36 @@ def write_config(tmp: Path, domains: tuple[str, ...] = ("one.test",), extra: str
 
 
 @dataclass
-class WebTls:
-    """A CA, a leaf for `host`, and a --web.config.file using them (plus optional users)."""
+class WebSetup:
+    """A --web.config.file: TLS (a CA and a leaf for `host`) unless https=False, and users."""
 
     ca: trustme.CA
     web_config: Path
     users: dict[str, str] = field(default_factory=dict)  # user -> plain password
+    https: bool = True
 
     @classmethod
     def make(
-        cls, tmp: Path, host: str, users: dict[str, str] | None = None, cost: int = 4
-    ) -> WebTls:
+        cls, tmp: Path, host: str, users: dict[str, str] | None = None, cost: int = 4,
+        https: bool = True,
+    ) -> WebSetup:
         ca = trustme.CA()
-        leaf = ca.issue_cert(host)
-        leaf.private_key_pem.write_to_path(str(tmp / "web.key"))
-        leaf.cert_chain_pems[0].write_to_path(str(tmp / "web.crt"))
-        text = (
-            f"tls_server_config:\n  cert_file: {tmp / 'web.crt'}\n  key_file: {tmp / 'web.key'}\n"
-        )
+        text = ""
+        if https:
+            leaf = ca.issue_cert(host)
+            leaf.private_key_pem.write_to_path(str(tmp / "web.key"))
+            leaf.cert_chain_pems[0].write_to_path(str(tmp / "web.crt"))
+            text = (
+                f"tls_server_config:\n  cert_file: {tmp / 'web.crt'}\n"
+                f"  key_file: {tmp / 'web.key'}\n"
+            )
         if users:
             text += "basic_auth_users:\n"
             for user, password in users.items():
                 hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
                 text += f"  {user}: '{hashed}'\n"
         (tmp / "web.yml").write_text(text)
-        return cls(ca=ca, web_config=tmp / "web.yml", users=dict(users or {}))
+        return cls(ca=ca, web_config=tmp / "web.yml", users=dict(users or {}), https=https)
 
     def client_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
@@ -88,32 +93,32 @@ class WebTls:
 
 class WebExporter:
     def __init__(self, proc: subprocess.Popen[bytes], host: str, port: int, log: Path,
-                 tls: WebTls | None) -> None:
+                 web: WebSetup | None) -> None:
         self.proc = proc
         self.host = host
         self.port = port
         self.log = log
-        self.tls = tls
+        self.web = web
         self.auth: str | None = None
-        if tls and tls.users:
-            user, password = next(iter(tls.users.items()))
+        if web and web.users:
+            user, password = next(iter(web.users.items()))
             self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     @classmethod
-    def start(cls, tmp: Path, host: str, tls: WebTls | None = None,
+    def start(cls, tmp: Path, host: str, web: WebSetup | None = None,
               config: Path | None = None, timeout: float = 15.0) -> WebExporter:
         tmp.mkdir(parents=True, exist_ok=True)
         config = config or write_config(tmp)
         port = free_port(host)
         cmd = [sys.executable, "-m", "exporter", "--config.file", str(config),
                "--web.listen-address", f"{host}:{port}", "--log.level", "debug"]
-        if tls:
-            cmd += ["--web.config.file", str(tls.web_config)]
+        if web:
+            cmd += ["--web.config.file", str(web.web_config)]
         log = tmp / "exporter.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=_child_env())
-        ex = cls(proc, host, port, log, tls)
+        ex = cls(proc, host, port, log, web)
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
@@ -133,9 +138,9 @@ class WebExporter:
         return self.proc.pid
 
     def connection(self, timeout: float = 5.0) -> http.client.HTTPConnection:
-        if self.tls:
+        if self.web and self.web.https:
             return http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=self.tls.client_context()
+                self.host, self.port, timeout=timeout, context=self.web.client_context()
             )
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
