@@ -20,10 +20,13 @@ Names (the contract the tests rely on)::
     faults.test         many-dead   MX to 1,000 hosts h0001..h1000.dead.faults.test (time out)
                         many-closed MX to 1,000 hosts h0001..h1000.closed.faults.test, which a
                                     wildcard points at 127.85.3.1 (nothing listens: refused)
+                        many-stuck  MX to 1,000 hosts h0001..h1000.stuck.faults.test -> 127.85.3.2
+                                    (a test's listener whose backlog is full: connects hang)
                         loop        MX 10 a.loop.faults.test; a.loop CNAME b.loop, b.loop CNAME
                                     a.loop (a CNAME loop)
                         tarpit      MX 10 mail.tarpit.faults.test -> 127.85.2.1
                         silent      MX 10 mail.silent.faults.test -> 127.85.2.2
+                        switch      MX 10 mail.switch.faults.test -> 127.85.2.3
 
 Use as a context manager or through the module-scoped `mail_world` fixture. The addresses are
 fixed, so a world holds an flock on LOCK_FILE while it runs (a second pytest process waits).
@@ -60,7 +63,9 @@ DEAD = "127.85.9.9"
 MAIL_HOST = "127.85.1.25"  # where a test's SMTP server listens (ephemeral port)
 TARPIT_HOST = "127.85.2.1"
 SILENT_HOST = "127.85.2.2"
+SWITCH_HOST = "127.85.2.3"
 CLOSED_HOST = "127.85.3.1"
+STUCK_HOST = "127.85.3.2"
 MANY = 1000
 # Mail domains under the sub-zone, one per SMTP reply kind a test wants (see module docstring).
 SMTP_KINDS = ("ok", "gone", "blocked", "policy", "listed", "nosuch", "bare", "full", "grey")
@@ -74,6 +79,7 @@ _PR_SET_PDEATHSIG = 1
 def _zones() -> dict[str, str]:
     many_dead = "\n".join(f"many-dead MX {i} h{i:04d}.dead" for i in range(1, MANY + 1))
     many_closed = "\n".join(f"many-closed MX {i} h{i:04d}.closed" for i in range(1, MANY + 1))
+    many_stuck = "\n".join(f"many-stuck MX {i} h{i:04d}.stuck" for i in range(1, MANY + 1))
     sub = "\n".join(
         f"{kind} MX 10 mx-{kind}\nmx-{kind} A {MAIL_HOST}" for kind in SMTP_KINDS
     )
@@ -102,8 +108,10 @@ mail A {MAIL_HOST}
 dead NS ns.dead
 ns.dead A {DEAD}
 *.closed A {CLOSED_HOST}
+*.stuck A {STUCK_HOST}
 {many_dead}
 {many_closed}
+{many_stuck}
 loop MX 10 a.loop
 a.loop CNAME b.loop
 b.loop CNAME a.loop
@@ -111,6 +119,8 @@ tarpit MX 10 mail.tarpit
 mail.tarpit A {TARPIT_HOST}
 silent MX 10 mail.silent
 mail.silent A {SILENT_HOST}
+switch MX 10 mail.switch
+mail.switch A {SWITCH_HOST}
 """,
     }
 
