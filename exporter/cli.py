@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while starting up
+        return 130
     except Exception as exc:  # the outermost boundary: one line, not a traceback
         log.debug("unexpected error", exc_info=True)
         print(f"error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
@@ -204,7 +206,7 @@ class ConfigReloader:
         self,
         path: str,
         load: Callable[[str], Config],
-        apply: Callable[[Config], Any],
+        apply: Callable[[Config], Awaitable[object]],
         metrics: ExporterMetrics,
     ) -> None:
         self.path = path
