@@ -12,6 +12,8 @@ import re
 import idna
 
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Generous: a 253-octet A-label name is far shorter as U-labels; room for spaces and a dot.
+_MAX_INPUT = 1024
 
 
 class InvalidName(ValueError):
@@ -20,6 +22,10 @@ class InvalidName(ValueError):
 
 def to_alabel(name: str) -> str:
     """Return `name` as a lower-case A-label without trailing dot, or raise InvalidName."""
+    if len(name) > _MAX_INPUT:
+        # Names come from remote RDAP bodies too; UTS 46 mapping is a Python loop per character,
+        # so a megabyte of "name" would cost seconds before failing the 253-octet rule anyway.
+        raise InvalidName(name[:80] + "...")
     text = name.strip()
     if text.endswith("."):
         text = text[:-1]

@@ -24,6 +24,14 @@ _RATE_LIMIT_MAX = 3600.0
 _RETRY_AFTER_MAX = 86400.0
 
 
+class HostPaused(Exception):
+    """The host is paused (429 or failure back-off) for longer than the caller will wait."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"host paused for {seconds:.0f}s")
+        self.seconds = seconds
+
+
 class HostPacer:
     def __init__(
         self,
@@ -49,10 +57,17 @@ class HostPacer:
         self.spacing = 1.0 / requests_per_second
         self.max_in_flight = max_in_flight
 
-    async def acquire(self) -> None:
-        """Wait until a request may start: spacing elapsed, not paused, below the in-flight cap."""
+    async def acquire(self, max_pause: float | None = None) -> None:
+        """Wait until a request may start: spacing elapsed, not paused, below the in-flight cap.
+
+        With `max_pause`, give up (HostPaused) as soon as the host is paused for longer than
+        that, instead of waiting the pause out: a caller that is only one of several hosts in a
+        lookup (a registrar referral) must not sit on its caller's slots for up to an hour.
+        """
         while True:
             now = self._clock()
+            if max_pause is not None and self._paused_until - now > max_pause:
+                raise HostPaused(self._paused_until - now)
             wait: float | None = None
             if self._in_flight < self.max_in_flight:
                 wait = max(self._next_start, self._paused_until) - now
@@ -69,8 +84,10 @@ class HostPacer:
         self._changed.set()
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self.acquire()
+    async def slot(self, max_pause: float | None = None) -> AsyncIterator[None]:
+        # Cancellation (an overall deadline) while waiting acquires nothing; once acquired, the
+        # finally releases the slot whatever ends the request.
+        await self.acquire(max_pause)
         try:
             yield
         finally:
@@ -78,8 +95,11 @@ class HostPacer:
 
     def pause(self, seconds: float) -> float:
         """Pause this host for `seconds` (capped); returns the pause actually applied."""
-        seconds = min(seconds, _RETRY_AFTER_MAX)
+        # NaN or a negative value (never produced by our parsers, but cheap to rule out) is no
+        # pause rather than a poisoned deadline.
+        seconds = min(seconds, _RETRY_AFTER_MAX) if seconds > 0 else 0.0
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._changed.set()  # waiters with a max_pause re-check at once
         return seconds
 
     def rate_limited(self, retry_after: float | None) -> float:

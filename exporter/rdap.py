@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import json
 import logging
+import math
+import re
+import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,9 +27,10 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from exporter import __version__
+from exporter.addresses import IPAddress, PinnedBackend, parse_ip, pinned_transport, refusal
 from exporter.config import RdapSettings
-from exporter.names import to_alabel
-from exporter.pacing import HostPacer
+from exporter.names import normalise_host, to_alabel
+from exporter.pacing import HostPacer, HostPaused
 from exporter.registration import InvalidResponse, Registration, merge_registrar, parse_domain
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,10 @@ log = logging.getLogger(__name__)
 ACCEPT = "application/rdap+json, application/json;q=0.9"
 USER_AGENT = f"domainwatch/{__version__} (+https://github.com/domainwatch/domainwatch)"
 MAX_REDIRECTS = 5
-MAX_BODY_BYTES = 4 * 1024 * 1024  # a domain object is a few KiB; refuse to buffer junk
+# A domain object is a few KiB (the largest fixture 29 KiB), IANA's bootstrap 70 KiB. The cap is on
+# the decoded size; 1 MiB of small JSON arrays still costs ~30 MB of Python objects, hence no more.
+MAX_BODY_BYTES = 1024 * 1024
+ACCEPT_ENCODING = "gzip, deflate"  # exactly what _BodyDecoder undoes
 BOOTSTRAP_REFRESH = 86400.0
 BOOTSTRAP_RETRY = 3600.0
 _ADDRESS_CACHE_SECONDS = 300.0
@@ -121,6 +128,7 @@ class RdapLookup:
 
 class _Failure(Exception):
     def __init__(self, reason: str, detail: str) -> None:
+        detail = detail if len(detail) <= 500 else detail[:500] + "..."  # remote text: bounded
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -134,20 +142,36 @@ class _Response:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+# Retry-After is only ever 1*DIGIT (RFC 9110 §10.2.3) or an HTTP-date; `str.isdigit()` and
+# `float()` also accept "²", "١٢" or " 1e9", so both forms are matched on ASCII first.
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+_HTTP_DATE = re.compile(r"[A-Za-z0-9 ,:\-]{10,40}", re.ASCII)
+# A Retry-After beyond this is treated as this long: a registry asking for more is either
+# misconfigured or hostile, and the pause silences every domain it serves.
+RETRY_AFTER_MAX = 3600.0
+
+
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    """Retry-After as delta-seconds or an HTTP-date (RFC 9110 §10.2.3), clamped to
+    [0, RETRY_AFTER_MAX]. Anything else -- negative, fractional, non-ASCII digits, garbage --
+    is None: treated as absent, so the caller falls back to its default back-off."""
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if _DELTA_SECONDS.fullmatch(text):
+        # Valid however long; more than 12 digits is past the cap (and int() of 5,000 digits
+        # would raise), so it is not converted at all.
+        return RETRY_AFTER_MAX if len(text) > 12 else min(float(int(text)), RETRY_AFTER_MAX)
+    if not _HTTP_DATE.fullmatch(text):
+        return None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        delta = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(max(0.0, delta), RETRY_AFTER_MAX)
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
@@ -176,29 +200,132 @@ def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
+class _BodyDecoder:
+    """Collects a response body, undoing Content-Encoding, and fails as soon as the *decoded* size
+    passes `limit`: a few KiB of gzip can inflate to gigabytes, so the cap must apply while
+    inflating, not after (httpx's own decoders inflate each network chunk in one go)."""
+
+    def __init__(self, content_encoding: str, limit: int) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+            # We only ever advertise gzip and deflate (ACCEPT_ENCODING).
+            raise _Failure("invalid_response", f"unsupported Content-Encoding {content_encoding!r}")
+        self._coding = codings[0] if codings else ""
+        self._limit = limit
+        self._size = 0
+        self._parts: list[bytes] = []
+        self._inflater: zlib._Decompress | None = None
+        self._pending = b""  # deflate input seen before the first output (see _inflate)
+        if self._coding:
+            self._inflater = zlib.decompressobj(
+                16 + zlib.MAX_WBITS if "gzip" in self._coding else zlib.MAX_WBITS
+            )
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            raise _Failure("invalid_response", f"body larger than {self._limit} bytes")
+        self._parts.append(data)
+
+    def _inflate(self, data: bytes) -> None:
+        assert self._inflater is not None
+        try:
+            out = self._inflater.decompress(data, self._limit - self._size + 1)
+        except zlib.error as exc:
+            if self._coding == "deflate" and self._size == 0 and len(self._pending) < 65536:
+                # "deflate" is meant to be zlib-wrapped, but some servers send raw deflate
+                # (httpx and browsers accept both): retry what we have as raw deflate, once.
+                self._pending += data
+                self._coding = "raw-deflate"
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                data, self._pending = self._pending, b""
+                self._inflate(data)
+                return
+            raise _Failure("invalid_response", f"bad {self._coding} body: {exc}") from exc
+        if self._size == 0 and not out and self._coding == "deflate":
+            self._pending += data[:65536]
+        self._keep(out)
+        if self._inflater.unconsumed_tail:  # stopped at the size cap with input left
+            raise _Failure("invalid_response", f"body larger than {self._limit} bytes decoded")
+
+    def feed(self, data: bytes) -> None:
+        if self._inflater is None:
+            self._keep(data)
+        elif data:
+            self._inflate(data)
+
+    def finish(self) -> bytes:
+        if self._inflater is not None:
+            self._keep(self._inflater.flush(self._limit - self._size + 1))
+            if not self._inflater.eof:
+                raise _Failure("invalid_response", f"truncated {self._coding} body")
+        return b"".join(self._parts)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"non-standard JSON number {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"JSON number out of range: {text[:40]}")
+    return value
+
+
+def load_json(body: bytes) -> object:
+    """Decode a JSON body; any defect -> _Failure('invalid_response'), never another exception.
+
+    Strict where Python's json is lenient: UTF-8 only, no NaN/Infinity literals, no number that
+    overflows to infinity. Too-deep nesting (RecursionError) and too-long integers (ValueError,
+    Python's int-parsing limit) are caught here as well."""
+    try:
+        text = body.decode("utf-8-sig")  # a leading BOM is harmless; other encodings are not
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError included
+        raise _Failure("invalid_response", f"not JSON: {type(exc).__name__}: {exc}") from exc
+
+
+def _object_names(document: object) -> list[str]:
+    """The names a domain object claims to be (ldhName, unicodeName), as published."""
+    if not isinstance(document, dict):
+        return []
+    return [v for k in ("ldhName", "unicodeName") if isinstance(v := document.get(k), str)]
+
+
 class RdapClient:
     def __init__(
         self,
         settings: RdapSettings,
         limiter: asyncio.Semaphore | None = None,
         record: Callable[[str, str], None] | None = None,
+        resolve: Resolver | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = builtin_bootstrap()
         self._limiter = limiter or asyncio.Semaphore(64)
         self._record = record or (lambda server, outcome: None)
+        self._resolve = resolve or _getaddrinfo
         self._pacers: dict[str, HostPacer] = {}
-        self._safe_hosts: dict[str, float] = {}
-        self._http = self._make_http(settings)
+        self._resolved: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._backend = PinnedBackend()
+        self._http = self._make_http(settings, self._backend)
 
     @staticmethod
-    def _make_http(settings: RdapSettings) -> httpx.AsyncClient:
+    def _make_http(settings: RdapSettings, backend: PinnedBackend) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         return httpx.AsyncClient(
-            verify=make_ssl_context(settings.ca_file),
+            transport=pinned_transport(make_ssl_context(settings.ca_file), limits, backend),
+            # Per-phase timeouts stay as a second line; the overall deadline is _fetch's.
             timeout=httpx.Timeout(settings.timeout),
             follow_redirects=False,  # followed by hand, so every hop is checked
-            headers={"Accept": ACCEPT, "User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            headers={
+                "Accept": ACCEPT,
+                "User-Agent": USER_AGENT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+            trust_env=False,  # a proxy from the environment would connect to unchecked addresses
         )
 
     async def reconfigure(self, settings: RdapSettings) -> None:
@@ -206,8 +333,15 @@ class RdapClient:
         self.settings = settings
         for pacer in self._pacers.values():
             pacer.configure(settings.requests_per_second, settings.max_in_flight_per_server)
-        if (old.ca_file, old.timeout) != (settings.ca_file, settings.timeout):
-            previous, self._http = self._http, self._make_http(settings)
+        if (old.ca_file, old.timeout, old.allow_private_addresses) != (
+            settings.ca_file,
+            settings.timeout,
+            settings.allow_private_addresses,
+        ):
+            # New pins and no pooled connection survive a change of the address policy.
+            self._resolved.clear()
+            self._backend = PinnedBackend()
+            previous, self._http = self._http, self._make_http(settings, self._backend)
             await previous.aclose()
         if old.bootstrap != settings.bootstrap:
             await self.load_bootstrap()
@@ -223,15 +357,15 @@ class RdapClient:
         source = self.settings.bootstrap
         try:
             if source.startswith(("https://", "http://")):
-                resp = await self._fetch(source, self._pacer(urlsplit(source).netloc))
+                resp = await self._fetch(source)
                 if resp.status != 200:
                     raise _Failure("http_error", f"HTTP {resp.status}")
-                document = json.loads(resp.body)
+                document = load_json(resp.body)
             else:
                 # A local file of ~70 KiB: reading it inline is cheaper than a thread hop.
                 document = json.loads(Path(source).read_text(encoding="utf-8"))  # noqa: ASYNC240
             self.bootstrap = parse_bootstrap(document, source=source)
-        except (_Failure, OSError, ValueError) as exc:
+        except (_Failure, OSError, ValueError, RecursionError) as exc:
             log.warning(
                 "RDAP bootstrap load failed, keeping %s bootstrap: source=%s error=%s",
                 self.bootstrap.source,
@@ -296,11 +430,11 @@ class RdapClient:
     async def _lookup_at(self, domain: str, base: str, follow_registrar: bool | None) -> RdapLookup:
         url = base.rstrip("/") + "/domain/" + domain
         try:
-            resp = await self._fetch(url, self._pacer(urlsplit(url).netloc))
+            resp = await self._fetch(url)
             if resp.status == 404:
                 # The authoritative registry says the name does not exist: a measurement.
                 return RdapLookup(domain, server=base, registered=False, detail="registry 404")
-            registration = self._decode(resp)
+            registration = self._decode(resp, domain)
         except _Failure as exc:
             return RdapLookup(domain, server=base, error=exc.reason, detail=exc.detail)
 
@@ -309,17 +443,19 @@ class RdapClient:
         if not follow or not link:
             return RdapLookup(domain, server=base, registered=True, registration=registration)
         # Thin registries keep contacts (and the registrar's own expiry) behind this link. Its
-        # failure never touches the registry's facts.
+        # failure never touches the registry's facts. The registry's slot was released when its
+        # answer was read; the referral runs under the registrar's own pacer and deadline, and
+        # gives up at once while the registrar is paused rather than wait out its back-off.
         try:
-            reg_resp = await self._fetch(link, self._pacer(urlsplit(link).netloc))
+            reg_resp = await self._fetch(link, max_pause=self.settings.timeout)
             if reg_resp.status == 404:
                 raise _Failure("http_error", "registrar answered 404 for the referral")
-            registration = merge_registrar(registration, self._decode(reg_resp))
+            registration = merge_registrar(registration, self._decode(reg_resp, domain))
         except _Failure as exc:
             log.warning(
                 "registrar RDAP referral failed: domain=%s server=%s reason=%s error=%s",
                 domain,
-                urlsplit(link).netloc,
+                _netloc(link),
                 exc.reason,
                 exc.detail,
             )
@@ -336,39 +472,54 @@ class RdapClient:
         )
 
     @staticmethod
-    def _decode(resp: _Response) -> Registration:
+    def _decode(resp: _Response, domain: str) -> Registration:
         if not 200 <= resp.status < 300:
             raise _Failure("http_error", f"HTTP {resp.status} from {resp.url}")
+        document = load_json(resp.body)  # any content type is accepted (A1)
+        # An answer about another name must not become this domain's data (a registrar that
+        # answers every referral with one object, a cache keyed wrongly, a hostile server).
+        want = normalise_host(domain)
+        for claimed in _object_names(document):
+            if normalise_host(claimed) != want:
+                raise _Failure(
+                    "invalid_response", f"{resp.url}: object is for {claimed[:80]!r}, not {domain}"
+                )
         try:
-            return parse_domain(json.loads(resp.body))
-        except (ValueError, InvalidResponse) as exc:
-            # json.JSONDecodeError is a ValueError; any content type is accepted (A1).
+            return parse_domain(document)
+        except InvalidResponse as exc:
             raise _Failure("invalid_response", f"{resp.url}: {exc}") from exc
 
-    async def _fetch(self, url: str, pacer: HostPacer) -> _Response:
-        """GET with manual redirects; every hop is address-checked and counted."""
+    async def _fetch(self, url: str, max_pause: float | None = None) -> _Response:
+        """GET with manual redirects; every hop is address-checked, pinned and counted.
+
+        One deadline of `rdap.timeout` covers the network time of the whole request -- name
+        resolution, connect, TLS, headers and the entire body, across redirects -- so a server
+        that drips a byte a second still fails in time. Waiting for a pacer slot or the global
+        limiter is not network time and does not count against it."""
+        budget = self.settings.timeout
         for _hop in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            server = parts.netloc
-            if parts.scheme != "https" and not self.settings.allow_http:
-                raise _Failure("refused_address", f"refusing non-https URL {url}")
+            target = self._target(url)
+            server = target.netloc
+            pacer = self._pacer(server)
+            started = time.monotonic()
             try:
-                await self._check_address(parts.hostname or "", parts.port or 443, server)
+                async with asyncio.timeout(budget):
+                    await self._pin(target)
+            except TimeoutError:
+                self._record(server, "timeout")
+                raise _Failure("timeout", f"{url}: name resolution took too long") from None
             except _Failure as exc:
                 self._record(server, exc.reason)
                 raise
-            async with pacer.slot(), self._limiter:
-                outcome = "connection_error"
-                try:
-                    resp = await self._get(url)
-                    outcome = self._classify(resp.status)
-                except _Failure as exc:
-                    outcome = exc.reason
-                    if exc.reason in ("timeout", "connection_error"):
-                        pacer.failed()
-                    raise
-                finally:
-                    self._record(server, outcome)
+            budget -= time.monotonic() - started
+            try:
+                async with pacer.slot(max_pause), self._limiter:
+                    started = time.monotonic()
+                    resp = await self._exchange(url, server, pacer, budget)
+                    budget -= time.monotonic() - started
+            except HostPaused as exc:
+                detail = f"{server} is paused for another {exc.seconds:.0f}s"
+                raise _Failure("rate_limited", detail) from None
             if resp.status == 429:
                 paused = pacer.rate_limited(retry_after_seconds(resp.headers.get("retry-after")))
                 log.warning(
@@ -377,14 +528,93 @@ class RdapClient:
                 raise _Failure("rate_limited", f"HTTP 429 from {server}, paused {paused:.0f}s")
             if resp.status >= 500:
                 pacer.failed()
+                retry_after = retry_after_seconds(resp.headers.get("retry-after"))
+                if resp.status == 503 and retry_after:
+                    pacer.pause(retry_after)  # RFC 9110 §15.6.4: maintenance with an end time
             else:
                 pacer.succeeded()
             if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 url = urljoin(url, resp.headers["location"])
-                pacer = self._pacer(urlsplit(url).netloc)
                 continue
             return resp
         raise _Failure("http_error", f"more than {MAX_REDIRECTS} redirects")
+
+    async def _exchange(self, url: str, server: str, pacer: HostPacer, budget: float) -> _Response:
+        """One HTTP exchange inside a held slot, bounded by `budget` seconds, and counted."""
+        outcome = "connection_error"
+        try:
+            async with asyncio.timeout(max(budget, 0.0)):
+                resp = await self._get(url)
+            outcome = self._classify(resp.status)
+            return resp
+        except TimeoutError:
+            outcome = "timeout"
+            pacer.failed()
+            raise _Failure(
+                "timeout", f"{url}: no complete answer within {self.settings.timeout:g}s"
+            ) from None
+        except _Failure as exc:
+            outcome = exc.reason
+            if exc.reason in ("timeout", "connection_error"):
+                pacer.failed()
+            raise
+        finally:
+            self._record(server, outcome)
+
+    def _target(self, url: str) -> _Target:
+        """Parse a URL the way httpx will use it; refuse what we must not fetch."""
+        try:
+            parsed = httpx.URL(url)
+            netloc = urlsplit(url).netloc
+            host = parsed.raw_host.decode("ascii").lower()
+            port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme, 0)
+        except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+            raise _Failure("http_error", f"unusable URL {url[:200]!r}: {exc}") from exc
+        if parsed.scheme != "https" and not (parsed.scheme == "http" and self.settings.allow_http):
+            self._record(netloc, "refused_address")
+            raise _Failure("refused_address", f"refusing non-https URL {url[:200]}")
+        if not host:
+            raise _Failure("http_error", f"URL without a host: {url[:200]!r}")
+        return _Target(netloc=netloc, host=host, port=port)
+
+    async def _pin(self, target: _Target) -> None:
+        """Resolve once, check every address, and pin the result for the connection.
+
+        Refuse private, loopback, link-local and other non-public targets (also when wrapped in
+        NAT64, 6to4, Teredo or IPv4-mapped form, see exporter.addresses) unless configured to
+        allow them: a registry's referral or redirect must not make us probe an internal host."""
+        host = target.host
+        cached = self._resolved.get(host)
+        if cached is not None and cached[0] > time.monotonic():
+            addresses = cached[1]
+        else:
+            literal = parse_ip(host)
+            if literal is not None:
+                addresses = (str(literal),)
+            else:
+                try:
+                    addresses = tuple(dict.fromkeys(await self._resolve(host, target.port)))
+                except OSError as exc:
+                    raise _Failure("connection_error", f"cannot resolve {host}: {exc}") from exc
+                if not addresses:
+                    raise _Failure("connection_error", f"{host} has no address")
+            if not self.settings.allow_private_addresses:
+                for address in addresses:
+                    ip = parse_ip(address)
+                    why = self._refusal(ip) if ip is not None else f"unusable address {address!r}"
+                    if why is not None:
+                        raise _Failure("refused_address", f"{target.netloc} resolves to {why}")
+            self._resolved[host] = (time.monotonic() + _ADDRESS_CACHE_SECONDS, addresses)
+            if len(self._resolved) > 4096:
+                now = time.monotonic()
+                self._resolved = {h: v for h, v in self._resolved.items() if v[0] > now}
+        self._backend.pin(host, addresses)
+
+    @staticmethod
+    def _refusal(ip: IPAddress) -> str | None:
+        """Why `ip` is refused (None: public). A method so tests can widen it to their own
+        loopback range."""
+        return refusal(ip)
 
     @staticmethod
     def _classify(status: int) -> str:
@@ -399,38 +629,48 @@ class RdapClient:
     async def _get(self, url: str) -> _Response:
         try:
             async with self._http.stream("GET", url) as resp:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        raise _Failure("invalid_response", f"body larger than {MAX_BODY_BYTES}")
-                    chunks.append(chunk)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
-                return _Response(resp.status_code, b"".join(chunks), url, headers)
+                body = b""
+                if 200 <= resp.status_code < 300:
+                    # Only a success body is ever read: an error page cannot hold us.
+                    body = await self._read_body(resp, headers)
+                return _Response(resp.status_code, body, url, headers)
         except httpx.TimeoutException as exc:
             raise _Failure("timeout", f"{url}: timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
             reason = "tls_error" if _is_tls_failure(exc) else "connection_error"
             raise _Failure(reason, f"{url}: {exc or type(exc).__name__}") from exc
+        except httpx.InvalidURL as exc:
+            raise _Failure("http_error", f"{url}: {exc}") from exc
 
-    async def _check_address(self, host: str, port: int, server: str) -> None:
-        """Refuse private, loopback and link-local targets unless configured to allow them:
-        a registry's referral or redirect must not be able to make us probe an internal host."""
-        if self.settings.allow_private_addresses:
-            return
-        if self._safe_hosts.get(host, 0.0) > time.monotonic():
-            return
-        try:
-            addresses = [str(ipaddress.ip_address(host))]
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-            except OSError as exc:
-                raise _Failure("connection_error", f"cannot resolve {host}: {exc}") from exc
-            addresses = [str(info[4][0]) for info in infos]
-        for addr in addresses:
-            ip = ipaddress.ip_address(addr.split("%")[0])
-            if not ip.is_global:
-                raise _Failure("refused_address", f"{server} resolves to non-public address {ip}")
-        self._safe_hosts[host] = time.monotonic() + _ADDRESS_CACHE_SECONDS
+    @staticmethod
+    async def _read_body(resp: httpx.Response, headers: Mapping[str, str]) -> bytes:
+        declared = headers.get("content-length", "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _Failure("invalid_response", f"Content-Length {declared} over {MAX_BODY_BYTES}")
+        decoder = _BodyDecoder(headers.get("content-encoding", ""), MAX_BODY_BYTES)
+        async for chunk in resp.aiter_raw():
+            decoder.feed(chunk)
+        return decoder.finish()
+
+
+@dataclass(frozen=True)
+class _Target:
+    netloc: str  # as written in the URL: the `server` label and the pacer's key
+    host: str  # as httpx connects to it: lower-case A-label or IP literal, no brackets
+    port: int
+
+
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def _netloc(url: str) -> str:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return url[:100]

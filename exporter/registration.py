@@ -39,6 +39,7 @@ _RELAY_DOMAINS = (
 )
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_MAX_EMAIL = 320  # RFC 5321 path limits: 64 + 1 + 255
 
 
 class InvalidResponse(ValueError):
@@ -101,15 +102,15 @@ def parse_date(raw: object) -> tuple[datetime | None, str | None]:
     """RDAP eventDate -> aware UTC datetime, plus a warning when the value needed guessing."""
     if not isinstance(raw, str) or not raw.strip():
         return None, "empty date"
-    text = raw.strip()
+    text = raw.strip()[:64]  # a date is ~25 characters; the rest would only bloat warnings
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
-        # Years past 9999 (Nomulus' "end of time") or junk: unknown, never a crash.
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC), f"date without time zone {text!r}, assumed UTC"
+        return value.astimezone(UTC), None
+    except (ValueError, OverflowError):
+        # Years past 9999 (Nomulus' "end of time"), year 1 with an offset, or junk: unknown.
         return None, f"unreadable date {text!r}"
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC), f"date without time zone {text!r}, assumed UTC"
-    return value.astimezone(UTC), None
 
 
 def _vcard_props(entity: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any], Any]]:
@@ -155,6 +156,9 @@ def classify_email(value: object) -> tuple[str, str | None]:
     if not isinstance(value, str):
         return "absent", None
     text = value.strip()
+    if len(text) > _MAX_EMAIL:
+        # Not an address, and _EMAIL backtracks quadratically on long hostile text.
+        return "redacted", None
     if text.lower().startswith("mailto:"):
         text = text[7:]
     if not text:
@@ -197,9 +201,13 @@ def _registrar(entities: object) -> tuple[str | None, str | None]:
             continue
         name = _vcard_text(ent, "fn", "org")
         iana_id = None
-        for pid in ent.get("publicIds") or []:
-            if isinstance(pid, dict) and "iana" in str(pid.get("type", "")).lower():
-                iana_id = str(pid.get("identifier", "")).strip() or None
+        pids = ent.get("publicIds")
+        for pid in pids if isinstance(pids, list) else []:
+            if isinstance(pid, dict) and "iana" in _text(pid.get("type")).lower():
+                ident = pid.get("identifier")
+                if isinstance(ident, int) and not isinstance(ident, bool) and 0 <= ident < 10**9:
+                    ident = str(ident)  # some registries publish the number as a number
+                iana_id = _text(ident).strip() or None
         return name, iana_id
     return None, None
 
@@ -211,7 +219,7 @@ def _related_rdap_link(links: object) -> str | None:
         if not isinstance(link, dict) or link.get("rel") != "related":
             continue
         href = link.get("href")
-        ctype = str(link.get("type", "")).lower()
+        ctype = _text(link.get("type")).lower()
         if (
             isinstance(href, str)
             and href.startswith("http")
@@ -240,7 +248,7 @@ def _events(raw: object, action: str) -> Iterable[object]:
     return [
         e.get("eventDate")
         for e in raw
-        if isinstance(e, dict) and str(e.get("eventAction", "")).strip().lower() == action
+        if isinstance(e, dict) and _text(e.get("eventAction")).strip().lower() == action
     ]
 
 
@@ -255,15 +263,42 @@ def _latest(raw: object, action: str, warnings: list[str]) -> datetime | None:
     return best
 
 
+def _text(value: object) -> str:
+    """A JSON string as is; anything else (number, list, null) as ''. Never str() on remote
+    values: a deep list overflows repr(), a 5,000-digit integer makes str() raise."""
+    return value if isinstance(value, str) else ""
+
+
+def _short(value: object) -> str:
+    """A remote value for an error message: bounded, and never a recursive repr()."""
+    if isinstance(value, str):
+        return repr(value[:60])
+    if isinstance(value, bool | float) or (isinstance(value, int) and abs(value) < 10**18):
+        return repr(value)
+    return type(value).__name__
+
+
 def parse_domain(payload: object) -> Registration:
-    """Parse one RDAP domain response body. Raises InvalidResponse if it is not a domain object."""
+    """Parse one RDAP domain response body. Raises InvalidResponse if it is not a domain object,
+    and nothing else whatever the value (tests/test_fuzz_rdap.py)."""
+    try:
+        return _parse_domain(payload)
+    except InvalidResponse:
+        raise
+    except (RecursionError, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # Last line of defence: the helpers check every type they use, so this is a bug in
+        # them -- but a bug a remote server could trigger must cost one lookup, not the check.
+        raise InvalidResponse(f"unreadable domain object ({type(exc).__name__})") from exc
+
+
+def _parse_domain(payload: object) -> Registration:
     if not isinstance(payload, dict):
         raise InvalidResponse("body is not a JSON object")
     if "errorCode" in payload and "ldhName" not in payload:
-        raise InvalidResponse(f"RDAP error object {payload.get('errorCode')}")
+        raise InvalidResponse(f"RDAP error object {_short(payload.get('errorCode'))}")
     ocn = payload.get("objectClassName")
-    if ocn is not None and str(ocn).lower() != "domain":
-        raise InvalidResponse(f"objectClassName is {ocn!r}, not 'domain'")
+    if ocn is not None and _text(ocn).lower() != "domain":
+        raise InvalidResponse(f"objectClassName is {_short(ocn)}, not 'domain'")
     name_raw = payload.get("ldhName") or payload.get("unicodeName")
     name = normalise_host(name_raw) if isinstance(name_raw, str) else None
     if name is None:
@@ -280,10 +315,13 @@ def parse_domain(payload: object) -> Registration:
     )
     events = payload.get("events")
     registrar, iana_id = _registrar(payload.get("entities"))
+    redacted_raw = payload.get("redacted")
     redacted = tuple(
-        str((item.get("name") or {}).get("type") or (item.get("name") or {}).get("description"))
-        for item in payload.get("redacted") or []
+        field_name
+        for item in (redacted_raw if isinstance(redacted_raw, list) else ())
         if isinstance(item, dict) and isinstance(item.get("name"), dict)
+        # (the walrus binds in the function's scope: not `name`, which is the domain's)
+        if (field_name := _text(item["name"].get("type")) or _text(item["name"].get("description")))
     )
     return Registration(
         name=name,
