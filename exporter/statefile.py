@@ -17,10 +17,11 @@ import enum
 import json
 import math
 import os
+import sys
 import tempfile
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,40 +31,71 @@ MAX_STATE_BYTES = 1024 * 1024 * 1024  # ~100x a 10k-domain state; bounds a wrong
 
 
 class StateError(ValueError):
-    """The state file, or one record in it, cannot be used."""
+    """The state file, or one record in it, cannot be used. `path` says where in the record."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str | int] = []
+
+    def at(self, key: str | int) -> StateError:
+        self.path.insert(0, key)
+        return self
+
+    def __str__(self) -> str:
+        if not self.path:
+            return self.message
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in self.path)
+        return f"{where.lstrip('.')}: {self.message}"
 
 
 # --- encoding ------------------------------------------------------------------------------
+# One writer per concrete type, built once: a 10k-domain save walks ~1M values.
+
+Writer = Callable[[Any], Any]
+_WRITERS: dict[type, Writer] = {}
 
 
 def dump(value: object) -> Any:
     """A JSON-ready copy of `value` (dataclasses, datetimes, tuples, mappings, scalars)."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, enum.Enum):
-        return dump(value.value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: dump(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if f.repr  # repr=False marks data that must not leave memory
-        }
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise StateError(f"mapping key {k!r} is not text")
-            out[k] = dump(v)
-        return out
-    if isinstance(value, tuple | list):
-        return [dump(v) for v in value]
-    if isinstance(value, set | frozenset):
-        return sorted((dump(v) for v in value), key=repr)
-    raise StateError(f"cannot save a {type(value).__name__}")
+    kind = type(value)
+    writer = _WRITERS.get(kind)
+    if writer is None:
+        writer = _WRITERS[kind] = _writer_for(kind)
+    return writer(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _writer_for(kind: type) -> Writer:
+    if kind in (type(None), bool, int, str, float):
+        return _same
+    if issubclass(kind, enum.Enum):
+        return lambda v: dump(v.value)
+    if issubclass(kind, datetime):
+        return lambda v: v.isoformat()
+    if dataclasses.is_dataclass(kind):
+        # repr=False marks data that must not leave memory (a contact's e-mail address).
+        names = tuple(f.name for f in dataclasses.fields(kind) if f.repr)
+        return lambda v: {n: dump(getattr(v, n)) for n in names}
+    if issubclass(kind, Mapping):
+        return _write_mapping
+    if issubclass(kind, tuple | list):
+        return lambda v: [dump(x) for x in v]
+    if issubclass(kind, set | frozenset):
+        return lambda v: sorted((dump(x) for x in v), key=repr)
+    raise StateError(f"cannot save a {kind.__name__}")
+
+
+def _write_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise StateError(f"mapping key {k!r} is not text")
+        out[k] = dump(v)
+    return out
 
 
 def encode(document: object) -> bytes:
@@ -75,126 +107,236 @@ def encode(document: object) -> bytes:
 
 
 # --- decoding ------------------------------------------------------------------------------
+# One reader per type hint, built once from the hint; a reader checks and converts one parsed
+# JSON value and raises StateError (located on the way out) for anything that does not fit.
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+Reader = Callable[[Any], Any]
+_READERS: dict[Any, Reader] = {}
 
 
-def load(hint: Any, raw: object, where: str = "") -> Any:
+def load(hint: Any, raw: object) -> Any:
     """`raw` (parsed JSON) as a value of type `hint`. Raises StateError naming the path."""
+    return reader(hint)(raw)
+
+
+def reader(hint: Any) -> Reader:
+    found = _READERS.get(hint)
+    if found is None:
+        found = _READERS[hint] = _reader_for(hint)
+    return found
+
+
+def load_dataclass(cls: type, raw: object, skip: frozenset[str] = frozenset()) -> Any:
+    """A `cls` from a JSON object: unknown keys ignored, missing fields take their defaults
+    (StateError when a field without default is missing), `skip` fields left to the caller."""
+    key = (cls, skip)
+    found = _READERS.get(key)
+    if found is None:
+        found = _READERS[key] = _dataclass_reader(cls, skip)
+    return found(raw)
+
+
+def _reader_for(hint: Any) -> Reader:
     if hint is Any or hint is object:
-        return raw
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
+        return _same
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
-        if raw is None and type(None) in args:
-            return None
-        problems = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return load(arg, raw, where)
-            except StateError as exc:
-                problems.append(str(exc))
-        raise StateError(
-            problems[0] if len(problems) == 1 else f"{where}: no type fits {_show(raw)}"
-        )
+        return _union_reader(args)
     if origin is typing.Literal:
-        if raw in args:
-            return raw
-        raise _wrong(where, f"one of {args}", raw)
-    if hint is type(None):
-        if raw is None:
-            return None
-        raise _wrong(where, "null", raw)
+        return _literal_reader(args)
     if origin in (tuple, list, set, frozenset) or hint in (tuple, list):
-        if not isinstance(raw, list):
-            raise _wrong(where, "a list", raw)
-        container = origin or hint
-        if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(raw) != len(args):
-                raise _wrong(where, f"a list of {len(args)}", raw)
-            return tuple(
-                load(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, raw, strict=True))
-            )
-        item = args[0] if args else Any
-        items = [load(item, v, f"{where}[{i}]") for i, v in enumerate(raw)]
-        return container(items)
+        return _sequence_reader(origin or hint, args)
     if origin in (dict, Mapping) or hint in (dict, Mapping):
-        if not isinstance(raw, dict):
-            raise _wrong(where, "an object", raw)
-        key_hint, value_hint = args if args else (Any, Any)
-        return {
-            load(key_hint, k, where): load(value_hint, v, f"{where}.{k}") for k, v in raw.items()
-        }
-    if isinstance(hint, type):
-        return _load_class(hint, raw, where)
-    raise StateError(f"{where}: cannot restore type {hint!r}")
+        return _mapping_reader(*(args or (Any, Any)))
+    if hint is type(None):
+        return _read_none
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _enum_reader(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _dataclass_reader(hint, frozenset())
+    raise StateError(f"cannot restore type {hint!r}")
 
 
-def _load_class(cls: type, raw: object, where: str) -> Any:
-    if cls is bool:
-        if isinstance(raw, bool):
+def _union_reader(args: tuple[Any, ...]) -> Reader:
+    options = [a for a in args if a is not type(None)]
+    nullable = len(options) < len(args)
+    if len(options) == 1:
+        only = reader(options[0])
+        return (lambda raw: None if raw is None else only(raw)) if nullable else only
+    readers = [reader(a) for a in options]
+
+    def read(raw: Any) -> Any:
+        if raw is None and nullable:
+            return None
+        for option in readers:
+            try:
+                return option(raw)
+            except StateError:
+                continue
+        raise _wrong("a value of one of the declared types", raw)
+
+    return read
+
+
+def _literal_reader(args: tuple[Any, ...]) -> Reader:
+    def read(raw: Any) -> Any:
+        if raw in args and type(raw) in {type(a) for a in args}:
             return raw
-        raise _wrong(where, "true or false", raw)
-    if cls is int:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        raise _wrong(where, "a whole number", raw)
-    if cls is float:
-        if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
-            return float(raw)
-        raise _wrong(where, "a finite number", raw)
-    if cls is str:
-        if isinstance(raw, str):
-            return raw
-        raise _wrong(where, "text", raw)
-    if cls is datetime:
-        if not isinstance(raw, str) or len(raw) > 64:
-            raise _wrong(where, "an ISO 8601 time", raw)
+        raise _wrong(f"one of {args}", raw)
+
+    return read
+
+
+def _sequence_reader(container: Any, args: tuple[Any, ...]) -> Reader:
+    if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        fixed = [reader(a) for a in args]
+
+        def read_fixed(raw: Any) -> Any:
+            if type(raw) is not list or len(raw) != len(fixed):
+                raise _wrong(f"a list of {len(fixed)}", raw)
+            return tuple(_each(fixed, raw))
+
+        return read_fixed
+    item = reader(args[0]) if args else _same
+
+    def read(raw: Any) -> Any:
+        if type(raw) is not list:
+            raise _wrong("a list", raw)
+        return container(_each([item] * len(raw), raw))
+
+    return read
+
+
+def _each(readers: list[Reader], raw: list[Any]) -> list[Any]:
+    out = []
+    for i, (read, value) in enumerate(zip(readers, raw, strict=True)):
         try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            raise _wrong(where, "an ISO 8601 time", raw) from None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if issubclass(cls, enum.Enum):
+            out.append(read(value))
+        except StateError as exc:
+            raise exc.at(i) from None
+    return out
+
+
+def _mapping_reader(key_hint: Any, value_hint: Any) -> Reader:
+    read_key, read_value = reader(key_hint), reader(value_hint)
+
+    def read(raw: Any) -> Any:
+        if type(raw) is not dict:
+            raise _wrong("an object", raw)
+        out = {}
+        for k, v in raw.items():
+            try:
+                out[read_key(k)] = read_value(v)
+            except StateError as exc:
+                raise exc.at(str(k)[:40]) from None
+        return out
+
+    return read
+
+
+def _dataclass_reader(cls: type, skip: frozenset[str]) -> Reader:
+    spec: list[tuple[str, Reader, bool]] | None = None
+
+    def build_spec() -> list[tuple[str, Reader, bool]]:
+        # Built on first use, not at creation: a dataclass may refer to itself.
+        hints = typing.get_type_hints(cls)
+        return [
+            (
+                f.name,
+                reader(hints[f.name]),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(cls)
+            # repr=False fields were never written; a file that has one is not trusted with it
+            if f.init and f.repr and f.name not in skip
+        ]
+
+    def read(raw: Any) -> Any:
+        nonlocal spec
+        if spec is None:
+            spec = build_spec()
+        if type(raw) is not dict:
+            raise _wrong("an object", raw)
+        kwargs = {}
+        for name, read_field, required in spec:
+            if name in raw:
+                try:
+                    kwargs[name] = read_field(raw[name])
+                except StateError as exc:
+                    raise exc.at(name) from None
+            elif required:
+                raise StateError("missing").at(name)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:  # a __post_init__ that validates
+            raise StateError(str(exc)[:120]) from None
+
+    return read
+
+
+def _read_none(raw: Any) -> None:
+    if raw is not None:
+        raise _wrong("null", raw)
+
+
+def _read_bool(raw: Any) -> bool:
+    if type(raw) is not bool:
+        raise _wrong("true or false", raw)
+    return raw
+
+
+def _read_int(raw: Any) -> int:
+    if type(raw) is not int:
+        raise _wrong("a whole number", raw)
+    return raw
+
+
+def _read_float(raw: Any) -> float:
+    if type(raw) is float and math.isfinite(raw):
+        return raw
+    if type(raw) is int and -_FLOAT_MAX <= raw <= _FLOAT_MAX:  # a 400-digit int: OverflowError
+        return float(raw)
+    raise _wrong("a finite number", raw)
+
+
+_FLOAT_MAX = int(sys.float_info.max)
+
+
+def _read_str(raw: Any) -> str:
+    if type(raw) is not str:
+        raise _wrong("text", raw)
+    return raw
+
+
+def _read_datetime(raw: Any) -> datetime:
+    if type(raw) is not str or len(raw) > 64:
+        raise _wrong("an ISO 8601 time", raw)
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _wrong("an ISO 8601 time", raw) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_SCALARS: dict[Any, Reader] = {
+    bool: _read_bool,
+    int: _read_int,
+    float: _read_float,
+    str: _read_str,
+    datetime: _read_datetime,
+}
+
+
+def _enum_reader(cls: type[enum.Enum]) -> Reader:
+    def read(raw: Any) -> Any:
         try:
             return cls(raw)
         except (ValueError, TypeError):
-            raise _wrong(where, f"a {cls.__name__}", raw) from None
-    if dataclasses.is_dataclass(cls):
-        return load_dataclass(cls, raw, where)
-    raise StateError(f"{where}: cannot restore type {cls.__name__}")
+            raise _wrong(f"a {cls.__name__}", raw) from None
 
-
-def load_dataclass(
-    cls: type, raw: object, where: str = "", skip: frozenset[str] = frozenset()
-) -> Any:
-    """A `cls` from a JSON object: unknown keys ignored, missing fields take their defaults
-    (StateError when a field without default is missing), `skip` fields left to the caller."""
-    if not isinstance(raw, dict):
-        raise _wrong(where, "an object", raw)
-    hints = _hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name in skip or not f.repr:
-            continue  # repr=False fields were never written; a file that has one is not trusted
-        path = f"{where}.{f.name}" if where else f.name
-        if f.name in raw:
-            kwargs[f.name] = load(hints[f.name], raw[f.name], path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise StateError(f"{path}: missing")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:  # a __post_init__ that validates
-        raise StateError(f"{where}: {exc}") from None
+    return read
 
 
 def _show(raw: object) -> str:
@@ -202,8 +344,8 @@ def _show(raw: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _wrong(where: str, expected: str, raw: object) -> StateError:
-    return StateError(f"{where or 'value'}: expected {expected}, got {_show(raw)}")
+def _wrong(expected: str, raw: object) -> StateError:
+    return StateError(f"expected {expected}, got {_show(raw)}")
 
 
 # --- files ---------------------------------------------------------------------------------

@@ -247,7 +247,6 @@ def _load_status(current: DomainStatus, record: object) -> DomainStatus:
     loaded = statefile.load_dataclass(
         DomainStatus,
         {**record, "name": current.name} if isinstance(record, dict) else record,
-        "",
         skip=_CONFIG_FIELDS - {"name"},
     )
     checks = {k: v for k, v in loaded.checks.items() if k in CHECKS}

@@ -70,6 +70,7 @@ json_values = st.recursive(
         st.floats(),  # NaN and infinities too: Python's json writes and reads them
         st.text(max_size=20),
         st.sampled_from(["2030-01-01T00:00:00+00:00", "client hold", "rdap", "dns", "email"]),
+        st.sampled_from([10**400, -(10**400), 2**63, 2**1024, 1.7976931348623157e308]),
     ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),

@@ -413,6 +413,9 @@ def test_a_failed_save_keeps_the_old_file_and_no_temp(
         b'{"version": 2, "domains": {"gone.example": {"checks": {"rdap": {"failures": '
         + b"9" * 5000
         + b"}}}}}",
+        b'{"version": 2, "domains": {"gone.example": {"checks": {"rdap": {"last_success": '
+        + b"9" * 400
+        + b"}}}}}",
         b'{"version": true, "domains": {}}',
         b'{"version": 2.0000001, "domains": {}}',
         b'{"version": 2, "domains": {"gone.example": {"checks": {"rdap": '
@@ -430,6 +433,7 @@ def test_a_failed_save_keeps_the_old_file_and_no_temp(
         "deep-100k",
         "deep-record",
         "5000-digits",
+        "400-digit-float",
         "version-true",
         "version-float",
         "infinity",
