@@ -702,3 +702,37 @@ def test_non_utf8_bytes(tmp_path: Path) -> None:
 def test_config_warnings_for_an_empty_config() -> None:
     assert config_warnings(Config()) == ["no domains configured"]
     assert config_warnings(parse_config({"domains": ["example.com"]})) == []
+
+
+def test_hostile_reload_fails_cleanly_in_the_running_exporter(tmp_path: Path) -> None:
+    """A 10k-deep file used to escape as RecursionError: HTTP 500 with a traceback, SIGHUP
+    failing silently, and the reload gauge left at 1."""
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from tests.support.exporter_proc import ExporterProcess
+
+    config = tmp_path / "config.yaml"
+    good = "rdap: {bootstrap: exporter/data/iana-dns-bootstrap.json}\ndomains: []\n"
+    config.write_text(good, encoding="utf-8")
+    with ExporterProcess(config, tmp_path / "run") as exporter:
+        assert exporter.value("domainwatch_config_last_reload_successful") == 1
+        config.write_text("domains: " + "[" * 10_000 + "]" * 10_000, encoding="utf-8")
+        request = urllib.request.Request(exporter.url + "/-/reload", method="POST", data=b"")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        assert info.value.code == 500
+        body = info.value.read().decode()
+        assert "nested deeper than 64 levels" in body and "Traceback" not in body
+        assert exporter.value("domainwatch_config_last_reload_successful") == 0
+
+        config.write_text(good, encoding="utf-8")
+        assert exporter.proc is not None
+        exporter.proc.send_signal(signal.SIGHUP)
+        exporter.wait_for(lambda s: s.value("domainwatch_config_last_reload_successful") == 1)
+        config.write_text("concurrency: " + "9" * 5000 + "\n", encoding="utf-8")
+        exporter.proc.send_signal(signal.SIGHUP)
+        exporter.wait_for(lambda s: s.value("domainwatch_config_last_reload_successful") == 0)
+        log = exporter.log_path.read_text(errors="replace")
+        assert "number longer than 100 digits" in log and "Traceback" not in log
