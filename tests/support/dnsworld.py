@@ -12,9 +12,10 @@ Servers (``SERVERS``)::
     co-test    127.53.0.3              co.test.     (NS ns.co.test): a two-label public suffix
     tld-zz     127.53.0.4              zz.          (NS ns.zz)
     provider   127.53.1.1, 127.53.1.2  provider.test, good.test, lame.test, childdiff.test,
-                                       shop.co.test, good.zz and the mail domains
+                                       shop.co.test, good.zz, the mail domains, the editable
+                                       domains and its own (stale) copy of migrated.test
     other      127.53.1.3              childdiff.test only (so it is REFUSED for lame.test)
-    parking    127.53.2.1, 127.53.2.2  parking.zz, parked.test
+    parking    127.53.2.1, 127.53.2.2  parking.zz, parked.test, migrated.test
     (nothing)  127.53.9.1-3            dead addresses: queries time out
     unbound    127.53.0.53             recursive resolver whose root hints point at 127.53.0.1
 
@@ -42,7 +43,16 @@ Domains (the names are a contract; other test modules rely on them)::
                     (`BIG_EXTRA_NS`), so the UDP answer is truncated (TC=1) and needs TCP.
     orphan.test     NS ns1.provider.test + ns9.gone.test; gone.test does not exist, so that
                     server has no address (a hijackable NS name).
-    nxdomain.test   does NOT exist.
+    nxdomain.test   does NOT exist; nor does any name in `ABSENT_NAMES`.
+    migrated.test   a provider migration: the parent delegates to ns1+ns2.parking.zz (which serve
+                    it with that apex NS set), while the OLD provider servers still serve their
+                    own copy whose apex lists ns1+ns2.provider.test (`SERVER_ZONES`). A registry
+                    still listing the provider names is stale; probing them would add those
+                    names to the child view.
+    flip.test, flip-nons.test, swap.test, flap.test
+                    like good.zz (NS ns1+ns2.provider.test, consistent), for tests that edit
+                    their delegation while the world runs (`set_delegation`). Only the test
+                    module that owns an edit may rely on its state; `reset_zone` undoes it.
     provider.test   ns1/ns2/ns3.provider.test -> 127.53.1.1/.2/.3,
                     ns-dead1/ns-dead2.provider.test -> 127.53.9.1/.2.
     parking.zz      ns1/ns2.parking.zz -> 127.53.2.1/.2.
@@ -61,7 +71,20 @@ module that imports `dns_world` shares one world per pytest process (reference-c
 servers get SIGTERM if pytest itself dies (PR_SET_PDEATHSIG).
 
 To extend the world, add records to `ZONES` (relative names, one record per line) and, for a
-new zone, list it under a server in `SERVERS` and add its delegation to the parent zone.
+new zone, list it under a server in `SERVERS` and add its delegation to the parent zone. A server
+that must serve a zone with other contents than the others (a stale copy) gets an entry in
+`SERVER_ZONES`.
+
+Editing while the world runs (each edit bumps the SOA serial and reloads every knotd that serves
+the zone, and returns once each of their addresses answers with the new serial)::
+
+    dns_world.set_delegation("test", "flip", None)                      # parent: NXDOMAIN
+    dns_world.set_delegation("test", "swap", ["ns1.provider.test."])   # new NS set
+    dns_world.set_zone("flip.test", "...")                              # whole zone body
+    dns_world.reset_zone("test")                                        # back to `ZONES`
+
+The world is shared by every module of one pytest process: a module that edits a zone must
+reset it when it is done (its fixture's teardown).
 """
 
 from __future__ import annotations
@@ -74,8 +97,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -117,10 +141,14 @@ SERVERS: tuple[Server, ...] = (
             "provider.test", "good.test", "lame.test", "childdiff.test", "shop.co.test",
             "good.zz", "mx-ok.test", "null-mx.test", "a-only.test", "mx-broken.test",
             "held-mail.test", "big.test", "orphan.test",
+            # Added for the issue-7 verdict tests (tests/test_verdicts_e2e.py).
+            "migrated.test", "flip.test", "flip-nons.test", "swap.test", "flap.test",
         ),
     ),
     Server("other", ("127.53.1.3",), ("childdiff.test",)),
-    Server("parking", ("127.53.2.1", "127.53.2.2"), ("parking.zz", "parked.test")),
+    Server(
+        "parking", ("127.53.2.1", "127.53.2.2"), ("parking.zz", "parked.test", "migrated.test")
+    ),
 )
 
 # Zone contents without SOA (added automatically). Names are relative to the zone origin unless
@@ -183,6 +211,16 @@ big NS ns1.provider
 big NS ns2.provider
 orphan NS ns1.provider
 orphan NS ns9.gone
+migrated NS ns1.parking.zz.
+migrated NS ns2.parking.zz.
+flip NS ns1.provider
+flip NS ns2.provider
+flip-nons NS ns1.provider
+flip-nons NS ns2.provider
+swap NS ns1.provider
+swap NS ns2.provider
+flap NS ns1.provider
+flap NS ns2.provider
 """,
     "co.test": """
 @ NS ns.co.test.
@@ -266,6 +304,32 @@ mail A 127.53.1.27
 @ NS ns1.provider.test.
 @ NS ns9.gone.test.
 """,
+    # The new provider's zone (the parking servers); the old provider's copy is in SERVER_ZONES.
+    "migrated.test": """
+@ NS ns1.parking.zz.
+@ NS ns2.parking.zz.
+@ A 127.53.2.81
+""",
+    "flip.test": _PROVIDER_NS + """
+@ A 127.53.1.85
+""",
+    "flip-nons.test": _PROVIDER_NS + """
+@ A 127.53.1.86
+""",
+    "swap.test": _PROVIDER_NS + """
+@ A 127.53.1.87
+""",
+    "flap.test": _PROVIDER_NS + """
+@ A 127.53.1.88
+""",
+}
+
+# (server name, zone) -> contents that this server serves instead of `ZONES[zone]`.
+SERVER_ZONES: dict[tuple[str, str], str] = {
+    # The old provider still serves migrated.test with its own names at the apex.
+    ("provider", "migrated.test"): _PROVIDER_NS + """
+@ A 127.53.1.89
+""",
 }
 
 # Names every consumer may rely on, grouped by purpose.
@@ -273,6 +337,13 @@ CONSISTENT_DOMAINS = ("good.test", "shop.co.test", "good.zz")
 GOOD_NS = ("ns1.good.test", "ns2.good.test")
 PROVIDER_NS = ("ns1.provider.test", "ns2.provider.test")
 PARKING_NS = ("ns1.parking.zz", "ns2.parking.zz")
+# Names under test. that never exist (the parent answers an authoritative NXDOMAIN).
+ABSENT_NAMES = (
+    "nxdomain.test", "pulled.test", "vanished.test", "autorenew.test", "mixup.test",
+    "unheard-of.test",
+)
+# Zones that tests edit while the world runs (see `DnsWorld.set_delegation`).
+EDITABLE_DOMAINS = ("flip.test", "flip-nons.test", "swap.test", "flap.test")
 
 _START_DEADLINE = 15.0
 # The addresses are fixed, so two test processes on one machine (two developers' runs, or a
@@ -282,14 +353,17 @@ _LOCK_WAIT = 300.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _zone_text(origin: str, body: str) -> str:
+BASE_SERIAL = 2026112301
+
+
+def _zone_text(origin: str, body: str, serial: int = BASE_SERIAL) -> str:
     apex = "." if origin == "." else origin + "."
     contact = "root.test." if origin == "." else apex
     lines = [
         f"$ORIGIN {apex}",
         "$TTL 60",
         # A 5 s negative TTL so that no test depends on what an earlier one got as NXDOMAIN.
-        f"@ SOA ns.{contact} hostmaster.{contact} 2026112301 3600 600 86400 5",
+        f"@ SOA ns.{contact} hostmaster.{contact} {serial} 3600 600 86400 5",
     ]
     lines += [line.strip() for line in body.strip().splitlines() if line.strip()]
     return "\n".join(lines) + "\n"
@@ -299,10 +373,27 @@ def _zone_file_name(origin: str) -> str:
     return "root.zone" if origin == "." else f"{origin}.zone"
 
 
-def _knot_conf(server: Server, rundir: Path, zonedir: Path) -> str:
+def _server_zone_file_name(server: str, origin: str) -> str:
+    """The file of a zone whose contents on this server differ (`SERVER_ZONES`)."""
+    return f"{server}--{_zone_file_name(origin)}"
+
+
+def _knot_conf(
+    server: Server,
+    rundir: Path,
+    zonedir: Path,
+    own: Iterable[str] = (),
+) -> str:
+    """`own`: the zones this server serves from its own file (`_server_zone_file_name`)."""
+    mine = set(own)
+
+    def file_of(z: str) -> Path:
+        return zonedir / (_server_zone_file_name(server.name, z) if z in mine else
+                          _zone_file_name(z))
+
     listen = ", ".join(f"{a}@53" for a in server.addresses)
     zones = "\n".join(
-        f"  - domain: \"{z}\"\n    file: \"{zonedir / _zone_file_name(z)}\"" for z in server.zones
+        f"  - domain: \"{z}\"\n    file: \"{file_of(z)}\"" for z in server.zones
     )
     return f"""server:
     rundir: "{rundir}"
@@ -364,6 +455,12 @@ remote-control:
 """
 
 
+def _is_ns_of(line: str, label: str) -> bool:
+    """Is this zone-body line an NS record owned by `label`?"""
+    parts = line.split()
+    return len(parts) >= 3 and parts[0].lower() == label.lower() and parts[1].upper() == "NS"
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM if pytest dies, so no server outlives its run
     and keeps the fixed addresses bound."""
@@ -387,10 +484,17 @@ class DnsWorld:
     workdir: Path
     servers: tuple[Server, ...] = SERVERS
     zones: Mapping[str, str] = field(default_factory=lambda: dict(ZONES))
+    server_zones: Mapping[tuple[str, str], str] = field(
+        default_factory=lambda: dict(SERVER_ZONES)
+    )
     root_server: str = ROOT_SERVER
     resolver: str = RESOLVER
     _procs: list[_Proc] = field(default_factory=list, init=False, repr=False)
     _lock: int | None = field(default=None, init=False, repr=False)
+    # Live edits: the current body of every zone edited since start, and the serial counter.
+    _live: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _serial: int = field(default=BASE_SERIAL, init=False, repr=False)
+    _edit_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -406,12 +510,19 @@ class DnsWorld:
         zonedir.mkdir(exist_ok=True)
         for origin, body in self.zones.items():
             (zonedir / _zone_file_name(origin)).write_text(_zone_text(origin, body))
+        for (server_name, origin), body in self.server_zones.items():
+            (zonedir / _server_zone_file_name(server_name, origin)).write_text(
+                _zone_text(origin, body)
+            )
+        self._live.clear()
+        self._serial = BASE_SERIAL
         try:
             for server in self.servers:
                 rundir = self.workdir / f"knot-{server.name}"
                 (rundir / "storage").mkdir(parents=True, exist_ok=True)
                 conf = rundir / "knot.conf"
-                conf.write_text(_knot_conf(server, rundir, zonedir))
+                own = [z for (n, z) in self.server_zones if n == server.name]
+                conf.write_text(_knot_conf(server, rundir, zonedir, own))
                 self._spawn(server.name, ["knotd", "-c", str(conf)], rundir / "knotd.log")
             ubdir = self.workdir / "unbound"
             ubdir.mkdir(exist_ok=True)
@@ -526,6 +637,89 @@ class DnsWorld:
             return DnsWorld.query(name, rdtype, address, rd=rd, timeout=0.3)
         except (dns.exception.DNSException, OSError):
             return None
+
+    # -- editing zones while the world runs ---------------------------------------------------
+
+    def zone_body(self, origin: str) -> str:
+        """The records (without SOA) a zone is served with now: `ZONES` or the last edit."""
+        with self._edit_lock:
+            return self._live.get(origin, self.zones[origin])
+
+    def set_zone(self, origin: str, body: str, timeout: float = 5.0) -> None:
+        """Serve `origin` with `body` from now on (the shared file; servers that have their
+        own copy in `server_zones` keep it). Returns once every address serving the zone
+        answers with the new serial, so the next query a test makes sees the edit."""
+        with self._edit_lock:
+            self._serial += 1
+            serial = self._serial
+            self._live[origin] = body
+            path = self.workdir / "zones" / _zone_file_name(origin)
+            path.write_text(_zone_text(origin, body, serial))
+            servers = [
+                s for s in self.servers
+                if origin in s.zones and (s.name, origin) not in self.server_zones
+            ]
+            for server in servers:
+                self._reload(server, origin)
+            deadline = time.monotonic() + timeout
+            for server in servers:
+                for address in server.addresses:
+                    self._wait_serial(origin, address, serial, deadline)
+
+    def reset_zone(self, origin: str) -> None:
+        """Undo every edit of `origin` (back to `ZONES`); a no-op for an unedited zone."""
+        with self._edit_lock:
+            edited = origin in self._live
+        if edited:
+            self.set_zone(origin, self.zones[origin])
+            with self._edit_lock:
+                self._live.pop(origin, None)
+
+    def reset_all(self) -> None:
+        with self._edit_lock:
+            edited = list(self._live)
+        for origin in edited:
+            self.reset_zone(origin)
+
+    def set_delegation(
+        self, parent: str, label: str, nameservers: Sequence[str] | None
+    ) -> None:
+        """Replace the NS records of `label` (relative to `parent`) in the parent zone; None
+        removes the delegation, so the parent answers NXDOMAIN for the name. Names in
+        `nameservers` are written as given (end them with a dot for absolute names); glue
+        records are left alone."""
+        kept = [
+            line for line in self.zone_body(parent).splitlines()
+            if not _is_ns_of(line, label)
+        ]
+        kept += [f"{label} NS {ns}" for ns in nameservers or ()]
+        self.set_zone(parent, "\n".join(kept) + "\n")
+
+    def _reload(self, server: Server, origin: str) -> None:
+        sock = self.workdir / f"knot-{server.name}" / "knot.sock"
+        zone = "." if origin == "." else origin + "."
+        done = subprocess.run(
+            ["knotc", "-s", str(sock), "-t", "5", "zone-reload", zone],
+            capture_output=True, text=True, timeout=10,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"knotc zone-reload {zone} on {server.name} failed ({done.returncode}): "
+                f"{done.stdout}{done.stderr}"
+            )
+
+    def _wait_serial(self, origin: str, address: str, serial: int, deadline: float) -> None:
+        name = "." if origin == "." else origin
+        while True:
+            response = self._try(name, "SOA", address, rd=False)
+            if response is not None and response.answer:
+                for rrset in response.answer:
+                    for rdata in rrset:
+                        if getattr(rdata, "serial", None) == serial:
+                            return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address} did not load serial {serial} of {origin}")
+            time.sleep(0.01)
 
     # -- helpers for tests -------------------------------------------------------------------
 
