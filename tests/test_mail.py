@@ -381,6 +381,39 @@ def test_zone_is_found_for_names_below_an_apex(cases: CasesDns) -> None:
     assert check("partial.cases.test", cases.settings())[0].zone == "cases.test"
 
 
+def test_query_budget_makes_a_deciding_lookup_unknown(
+    cases: CasesDns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MX and SOA spend the budget; the exchanges' addresses are never asked, so nothing is
+    # known about them: unknown, never mx_unresolvable.
+    monkeypatch.setattr("exporter.mail.MAIL_CHECK_QUERY_BUDGET", 2)
+    verdict, outcomes = check("order.cases.test", cases.settings())
+    assert (verdict.deliverable, verdict.reason) == (None, "query_budget")
+    assert len(outcomes) == 2  # lookups not sent are not counted as queries
+
+
+def test_default_query_budget_covers_every_lookup_of_a_check() -> None:
+    import exporter.mail as mail
+
+    # MX + SOA + A and AAAA of each exchange resolved.
+    assert mail.MAIL_CHECK_QUERY_BUDGET >= 2 + 2 * mail._MAX_MX_TARGETS
+    assert mail.SMTP_QUERY_BUDGET >= 2 * mail.SMTP_MAX_HOSTS
+
+
+def test_deadline_cuts_a_slow_lookup_and_says_so(
+    cases: CasesDns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deadline 0.5 x 0.4 s = 0.2 s, shorter than one lookup's lifetime (0.4 s): drop-host's
+    # A/AAAA (never answered) are cut at the deadline, and the verdict says why.
+    monkeypatch.setattr("exporter.mail.MAIL_CHECK_DEADLINE_FACTOR", 0.5)
+    started = time.monotonic()
+    verdict, outcomes = check("stalled.cases.test", cases.settings(timeout=0.4))
+    elapsed = time.monotonic() - started
+    assert (verdict.deliverable, verdict.reason) == (None, "deadline")
+    assert 0.15 <= elapsed < 0.4, elapsed
+    assert "timeout" in outcomes  # the queries were sent and timed out: they count
+
+
 @pytest.mark.parametrize(
     ("address", "allow_private", "usable"),
     [
@@ -619,6 +652,24 @@ def test_pacer_delays_a_real_second_probe(
     results = asyncio.run(two_probes())
     assert [r.accepted for r in results] == [True, False]
     assert time.monotonic() - started >= 0.4
+
+
+def test_pacer_wait_does_not_count_against_the_probe_deadline(
+    world_dns: DnsSettings, smtp_server: SmtpServer  # noqa: F811
+) -> None:
+    # Probe deadline 2 x 0.3 s = 0.6 s; the second probe waits 0.8 s for its pacer slot first.
+    pacer = SmtpPacer(min_interval=0.8)
+    quick = replace(LAB_EMAIL, smtp_timeout=0.3)
+
+    async def two_probes() -> tuple[ProbeResult, ProbeResult]:
+        first = probe_mailbox("ok@mx-ok.test", MX, world_dns, quick, pacer=pacer)
+        second = probe_mailbox("gone@mx-ok.test", MX, world_dns, quick, pacer=pacer)
+        return await asyncio.gather(first, second)
+
+    started = time.monotonic()
+    results = asyncio.run(two_probes())
+    assert [r.reason for r in results] == ["accepted", "rejected"]
+    assert time.monotonic() - started >= 0.8
 
 
 @pytest.mark.parametrize(
