@@ -33,6 +33,7 @@ MAX_DEPTH = 64  # a config is ~6 levels deep; the bound keeps recursive code far
 MAX_EXPANDED_NODES = 2_000_000  # ~10x a 100k-domain config; an alias bomb is 10^9
 MAX_NUMBER_CHARS = 100  # longer integers are a typo or an attack, never a setting
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_REWORD_LIMIT = 1_000_000  # PyYAML reads ~1 MB/s: larger broken files keep libyaml's wording
 
 
 class YamlProblem(Exception):
@@ -87,6 +88,8 @@ def load(text: str) -> object:
             # libyaml's own bound (1000) hit while scanning ahead of our event check.
             where = _line(getattr(exc, "problem_mark", None))
             raise YamlProblem([f"{where}: nested deeper than {MAX_DEPTH} levels"]) from None
+        if len(text) > _REWORD_LIMIT:
+            raise YamlProblem([_describe(exc)]) from None
         # The same verdict from the pure-Python reader, in its clearer words.
         raise YamlProblem([_describe_error_of(text, _PyLoader, _describe(exc))]) from None
     except RecursionError:  # belt and braces: the depth bound should make this unreachable
