@@ -239,6 +239,10 @@ async def check_delegation(
     return await _Probe(domain, settings, on_query).check()
 
 
+class _Stopped(Exception):
+    """The check hit its deadline or query budget: no further message may be sent."""
+
+
 @dataclass
 class _Reply:
     response: dns.message.Message | None
@@ -300,6 +304,7 @@ class _Probe:
         self.queries = 0
         self.sent = 0
         self.exhausted = asyncio.Event()
+        self.stopped = False
         self.sem = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self.resolvers = tuple(_server(s) for s in settings.resolvers)
         roots = settings.root_servers or IANA_ROOT_SERVERS
@@ -332,6 +337,7 @@ class _Probe:
                 {run, spent}, timeout=self.deadline, return_when=asyncio.FIRST_COMPLETED
             )
         except asyncio.CancelledError:
+            self.stopped = True
             run.cancel()
             spent.cancel()
             raise
@@ -339,8 +345,14 @@ class _Probe:
         if run in done:
             return run.result()
         # Cancelling the walk cancels every query in flight (each is counted as a timeout).
+        # `stopped` makes any later message fail at once, so even a task whose cancellation
+        # got lost (asyncio.wait_for in Python 3.11 can swallow one) cannot go on querying.
+        self.stopped = True
         run.cancel()
-        await asyncio.wait({run})
+        await asyncio.wait({run}, timeout=self.timeout)
+        return self._stopped_result()
+
+    def _stopped_result(self) -> Delegation:
         error: CheckError = "query_budget" if self.exhausted.is_set() else "deadline"
         log.debug(
             "dns check for %s stopped: %s after %d queries (deadline %.1fs, budget %d)",
@@ -355,6 +367,8 @@ class _Probe:
     async def _run_guarded(self) -> Delegation:
         try:
             return await self._run()
+        except _Stopped:
+            return self._stopped_result()
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             # Anything the per-query handling did not anticipate (e.g. an unusable name in a
             # response) is still a failed check, never an exception for the scheduler.
@@ -445,10 +459,8 @@ class _Probe:
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for ns, result in zip(probed, results, strict=True):
             if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
                 if not isinstance(result, dns.exception.DNSException | OSError | ValueError):
-                    raise result
+                    raise result  # cancelled, or _Stopped: the check ends
                 log.debug("dns check for %s: server %s: %s", self.domain_text, ns, result)
                 self.skipped[ns] = "unresolved"
 
@@ -840,13 +852,14 @@ class _Probe:
             try:
                 try:
                     response = await self._message(q, host, port, tcp=False)
-                    if response.flags & dns.flags.TC:
-                        response = await self._message(q, host, port, tcp=True)
                 except dns.exception.Timeout:
                     if not tcp_retry:
                         raise
                     # A lost datagram or a UDP-hostile path: one TCP try before calling it dead.
                     response = await self._message(q, host, port, tcp=True)
+                else:
+                    if response.flags & dns.flags.TC:
+                        response = await self._message(q, host, port, tcp=True)
             except dns.exception.Timeout as exc:
                 self._log_failure(qname, rdtype, host, "timeout", exc)
                 return _Reply(None, "timeout")
@@ -871,9 +884,10 @@ class _Probe:
         """Send one message within the query budget and report its outcome exactly once."""
         async with self.sem:
             if self.sent >= QUERY_BUDGET:
-                # Spent: wake the supervisor in `check`, which cancels the whole walk.
-                self.exhausted.set()
-                await asyncio.Event().wait()
+                self.exhausted.set()  # wakes the supervisor in `check`
+                self.stopped = True
+            if self.stopped:
+                raise _Stopped
             self.sent += 1
             outcome: QueryOutcome = "error"
             try:
