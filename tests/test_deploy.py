@@ -168,6 +168,8 @@ def test_default_is_one_hardened_replica_with_probes() -> None:
 
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
+    # Pod Security Standard "restricted" also wants a seccomp profile.
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
