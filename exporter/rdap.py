@@ -225,7 +225,8 @@ class _BodyDecoder:
     def _keep(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self._limit:
-            raise _Failure("invalid_response", f"body larger than {self._limit} bytes")
+            what = f"{self._coding}-decoded body" if self._inflater else "body"
+            raise _Failure("invalid_response", f"{what} larger than {self._limit} bytes")
         self._parts.append(data)
 
     def _inflate(self, data: bytes) -> None:
@@ -247,7 +248,8 @@ class _BodyDecoder:
             self._pending += data[:65536]
         self._keep(out)
         if self._inflater.unconsumed_tail:  # stopped at the size cap with input left
-            raise _Failure("invalid_response", f"body larger than {self._limit} bytes decoded")
+            what = f"{self._coding}-decoded body"
+            raise _Failure("invalid_response", f"{what} larger than {self._limit} bytes")
 
     def feed(self, data: bytes) -> None:
         if self._inflater is None:

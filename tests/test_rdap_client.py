@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import socket
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from exporter.addresses import embedded_ipv4, parse_ip, refusal
 from exporter.config import RdapSettings
 from exporter.rdap import (
     REASONS,
@@ -402,3 +404,64 @@ def test_reasons_are_a_small_fixed_set() -> None:
         "unsupported_tld",
         "refused_address",
     }
+
+
+# --- the address policy (exporter.addresses) -----------------------------------------------
+
+REFUSED = [
+    "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1", "169.254.169.254",
+    "0.0.0.0", "192.0.0.8", "198.18.0.1", "224.0.0.1", "239.1.2.3", "255.255.255.255",
+    "::1", "::", "fe80::1", "fd00::1", "ff02::1", "2001:db8::1", "100::1",
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1 (is_global says True on Python 3.11)
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata service
+    "64:ff9b:1::808:808",  # local-use NAT64 prefix: the operator's own network
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:808:808::1",  # 6to4 at all: IANA "N/A", refused like Python 3.13 does
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "::ffff:127.0.0.1", "::ffff:10.1.2.3",  # IPv4-mapped
+    "::7f00:1", "::808:808",  # IPv4-compatible (deprecated)
+    "fe80::1%eth0",  # scoped
+]
+ALLOWED = ["8.8.8.8", "1.1.1.1", "2620:fe::fe", "2a00:1450:4001::1", "64:ff9b::808:808",
+           "::ffff:8.8.8.8"]
+
+
+@pytest.mark.parametrize("text", REFUSED)
+def test_address_refused(text: str) -> None:
+    ip = parse_ip(text)
+    assert ip is not None
+    why = refusal(ip)
+    assert why is not None and why.startswith("non-public address")
+
+
+@pytest.mark.parametrize("text", ALLOWED)
+def test_address_allowed(text: str) -> None:
+    ip = parse_ip(text)
+    assert ip is not None and refusal(ip) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "inner"),
+    [
+        ("64:ff9b::7f00:1", "127.0.0.1"),
+        ("2002:a00:1::", "10.0.0.1"),
+        ("::ffff:192.168.0.1", "192.168.0.1"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1"),
+        ("::a00:1", "10.0.0.1"),
+        ("2620:fe::fe", None),
+        ("::1", None),
+    ],
+)
+def test_embedded_ipv4(text: str, inner: str | None) -> None:
+    ip = ipaddress.IPv6Address(text)
+    found = embedded_ipv4(ip)
+    assert (str(found) if found else None) == inner
+    if inner is not None:
+        assert f"(embeds {inner})" in (refusal(ip) or "")
+
+
+def test_parse_ip_tells_names_from_literals() -> None:
+    assert parse_ip("example.com") is None
+    assert parse_ip("[::1]") is None  # brackets belong to URLs, not addresses
+    assert str(parse_ip("fe80::1%eth0")) == "fe80::1"
