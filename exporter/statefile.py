@@ -230,7 +230,7 @@ def _mapping_reader(key_hint: Any, value_hint: Any) -> Reader:
             try:
                 out[read_key(k)] = read_value(v)
             except StateError as exc:
-                raise exc.at(str(k)[:40]) from None
+                raise exc.at(k[:40] if k.isprintable() else repr(k)[:40]) from None
         return out
 
     return read

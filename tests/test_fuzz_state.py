@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import tempfile
 import types
@@ -46,11 +47,30 @@ def _fresh_store() -> StatusStore:
     return store
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def _load_never_raises(path: Path, data: bytes) -> StatusStore:
     path.write_bytes(data)
     store = _fresh_store()
-    restored = store.load(path, max_age={"rdap": 3600.0, "dns": 600.0}, now=1e9)
+    handler = _Lines()
+    logger = logging.getLogger("exporter.store")
+    logger.addHandler(handler)
+    try:
+        restored = store.load(path, max_age={"rdap": 3600.0, "dns": 600.0}, now=1e9)
+    finally:
+        logger.removeHandler(handler)
     assert isinstance(restored, int) and 0 <= restored <= len(NAMES)
+    # At most one warning, one short line, whatever the file held.
+    assert len(handler.lines) <= 1, handler.lines
+    for line in handler.lines:
+        assert len(line.splitlines()) == 1 and len(line) < 600, line[:600]
     # Whatever was restored is well-typed: it saves again and reads back the same.
     again = path.with_suffix(".again")
     store.save(again)
