@@ -252,6 +252,21 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
     assert (firing | quiet) - set(ALERT_IDS) == set(), "tests name unknown alerts"
 
 
+def readme_alert_table() -> dict[str, tuple[str, str]]:
+    """alert -> (severity, for) from the table in the README's "## Alerts" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| (\w+) \| [^|]+ \| (\w+) \|$", section, re.MULTILINE)
+    return {name: (severity, duration) for name, severity, duration in rows}
+
+
+def test_readme_alert_list_matches_the_rules() -> None:
+    """Every alert is in the README's alert list with its shipped severity and `for:`."""
+    table = readme_alert_table()
+    shipped = {rule["alert"]: (rule["labels"]["severity"], rule["for"]) for rule in ALERTS}
+    assert table == shipped
+
+
 # --- metric names and the job matcher -----------------------------------------------------
 
 

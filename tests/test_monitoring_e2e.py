@@ -8,9 +8,10 @@ The world (one module-scoped stack, well under a minute in all):
   "network" on 127.86.0.1 that answers every query itself with NXDOMAIN and no AA bit, as captive
   portals and DNS-rewriting firewalls do.
 - RDAP: one HTTPS `RdapServer` for .test and .zz:
-    good.test       healthy: status active, expiry in 200 days, NS ns1/ns2.good.test (= its
-                    DNS). Config contact registrant hostmaster@mx-ok.test (a deliverable mail
-                    domain), so the contact panels have data.
+    good.test       healthy: status active, expiry in 200 days (the registrar's own date 230),
+                    NS ns1/ns2.good.test (= its DNS). Config contact registrant
+                    hostmaster@mx-ok.test (a deliverable mail domain), so the contact panels
+                    have data.
     parked.test     RDAP and config say NS ns1/ns2.good.test, but the parent delegates it to
                     ns1/ns2.parking.zz: DomainNameserverMismatch.
     good.zz         status `client hold`; its DNS is consistent (ns1/ns2.provider.test
@@ -121,8 +122,8 @@ FOR_E2E = {
     "DomainNameserverMismatch": "10s",
     "DomainNameserverInconsistent": "10s",
     "DomainNameserverLame": "10s",
-    "DomainCheckFailing": "20s",
-    "DomainCheckStale": "20s",
+    "DomainCheckFailing": "12s",
+    "DomainCheckStale": "12s",
 }
 
 # Every check of these must have succeeded before an absence of alerts means anything.
@@ -232,9 +233,11 @@ class E2E:
         )
 
 
-def rdap_reply(name: str, statuses: list[str], nameservers: list[str]) -> Reply:
+def rdap_reply(
+    name: str, statuses: list[str], nameservers: list[str], registrar_expiry: datetime | None = None
+) -> Reply:
     return Reply(body=make_domain(name, EXPIRY, statuses, nameservers, "Example Registrar, Inc.",
-                                  "1234"))
+                                  "1234", registrar_expiry=registrar_expiry))
 
 
 def write_exporter_config(
@@ -282,7 +285,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, dns_world: DnsWorld) -> Iterat
     exporters: list[ExporterProcess] = []
     stack: PromStack | None = None
     try:
-        rdap.set_domain(GOOD, rdap_reply(GOOD, ["active"], GOOD_NS))
+        # A registrar date later than the registry's: both raw dates have series (dashboards).
+        rdap.set_domain(GOOD, rdap_reply(GOOD, ["active"], GOOD_NS, EXPIRY + timedelta(days=30)))
         rdap.set_domain(PARKED, rdap_reply(PARKED, ["active"], GOOD_NS))
         rdap.set_domain(HELD, rdap_reply(HELD, ["client hold"], PROVIDER_NS))
         rdap.set_domain(HELD_GONE, rdap_reply(HELD_GONE, ["client hold"], PROVIDER_NS))
