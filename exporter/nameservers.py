@@ -816,11 +816,15 @@ class _Probe:
     ) -> dns.message.Message | CheckError:
         """One RD=1 question to the configured resolvers, trying the next one on failure."""
         reasons: list[str] = []
-        for server in self.resolvers:
+        # A resolver that timed out once in this check is asked last, not first, every time.
+        ordered = sorted(self.resolvers, key=lambda server: server in self.silent)
+        for server in ordered:
             reply = await self._send(qname, rdtype, server, rd=True, tcp_retry=False)
             if reply.response is None:
                 assert reply.failure is not None
                 reasons.append(reply.failure)
+                if reply.failure == "timeout":
+                    self.silent.add(server)
                 continue
             rcode = reply.response.rcode()
             if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
