@@ -289,11 +289,11 @@ def load_json(body: bytes) -> object:
         raise _Failure("invalid_response", f"not JSON: {type(exc).__name__}: {exc}") from exc
 
 
-def _object_names(document: object) -> list[str]:
-    """The names a domain object claims to be (ldhName, unicodeName), as published."""
+def _object_names(document: object) -> list[tuple[str, str]]:
+    """The names a domain object claims to be, as (member, published text)."""
     if not isinstance(document, dict):
         return []
-    return [v for k in ("ldhName", "unicodeName") if isinstance(v := document.get(k), str)]
+    return [(k, v) for k in ("ldhName", "unicodeName") if isinstance(v := document.get(k), str)]
 
 
 class RdapClient:
@@ -481,8 +481,10 @@ class RdapClient:
         # An answer about another name must not become this domain's data (a registrar that
         # answers every referral with one object, a cache keyed wrongly, a hostile server).
         want = normalise_host(domain)
-        for claimed in _object_names(document):
-            if normalise_host(claimed) != want:
+        for key, claimed in _object_names(document):
+            name = normalise_host(claimed)
+            # An unreadable unicodeName is only a display oddity; the ldhName must match.
+            if name != want and (name is not None or key == "ldhName"):
                 raise _Failure(
                     "invalid_response", f"{resp.url}: object is for {claimed[:80]!r}, not {domain}"
                 )

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from exporter.rdap import (
     Bootstrap,
     RdapClient,
     RdapLookup,
+    _BodyDecoder,
+    _Failure,
     builtin_bootstrap,
     parse_bootstrap,
     retry_after_seconds,
@@ -465,3 +468,52 @@ def test_parse_ip_tells_names_from_literals() -> None:
     assert parse_ip("example.com") is None
     assert parse_ip("[::1]") is None  # brackets belong to URLs, not addresses
     assert str(parse_ip("fe80::1%eth0")) == "fe80::1"
+
+
+# --- body decoding -------------------------------------------------------------------------
+
+BODY = b'{"objectClassName": "domain", "ldhName": "example.test"}' * 20
+
+
+def _deflated(data: bytes, wbits: int) -> bytes:
+    squeeze = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return squeeze.compress(data) + squeeze.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "wire"),
+    [
+        ("", BODY),
+        ("identity", BODY),
+        ("gzip", _deflated(BODY, 16 + zlib.MAX_WBITS)),
+        ("x-gzip", _deflated(BODY, 16 + zlib.MAX_WBITS)),
+        ("deflate", _deflated(BODY, zlib.MAX_WBITS)),
+        ("deflate", _deflated(BODY, -zlib.MAX_WBITS)),  # raw deflate, as some servers send
+    ],
+    ids=["none", "identity", "gzip", "x-gzip", "deflate", "raw-deflate"],
+)
+def test_body_decoder_undoes_content_encoding(encoding: str, wire: bytes) -> None:
+    decoder = _BodyDecoder(encoding, 1 << 20)
+    for i in range(0, len(wire), 7):  # in small network-sized pieces
+        decoder.feed(wire[i : i + 7])
+    assert decoder.finish() == BODY
+
+
+@pytest.mark.parametrize(
+    ("encoding", "wire", "message"),
+    [
+        ("gzip", _deflated(b"\0" * 100_000, 16 + zlib.MAX_WBITS), "gzip-decoded body larger"),
+        ("", b"x" * 1001, "body larger than 1000 bytes"),
+        ("gzip", _deflated(BODY[:500], 16 + zlib.MAX_WBITS)[:-9], "truncated gzip body"),
+        ("gzip", b"plain text", "bad gzip body"),
+        ("br", b"", "unsupported Content-Encoding"),
+        ("gzip, gzip", b"", "unsupported Content-Encoding"),
+    ],
+    ids=["bomb", "plain-oversize", "truncated", "not-gzip", "brotli", "double"],
+)
+def test_body_decoder_refuses(encoding: str, wire: bytes, message: str) -> None:
+    with pytest.raises(_Failure, match=message) as caught:
+        decoder = _BodyDecoder(encoding, 1000)
+        decoder.feed(wire)
+        decoder.finish()
+    assert caught.value.reason == "invalid_response"
