@@ -284,9 +284,14 @@ def load_json(body: bytes) -> object:
     Python's int-parsing limit) are caught here as well."""
     try:
         text = body.decode("utf-8-sig")  # a leading BOM is harmless; other encodings are not
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError included
+        document = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if "\\ud" in text or "\\uD" in text:
+            # A lone surrogate escape ("\ud800") decodes to a str that cannot be encoded as
+            # UTF-8: as a registrar name it would break every later /metrics response.
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # Unicode*Error, JSONDecodeError included
         raise _Failure("invalid_response", f"not JSON: {type(exc).__name__}: {exc}") from exc
+    return document
 
 
 def _object_names(document: object) -> list[tuple[str, str]]:

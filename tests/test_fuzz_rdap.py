@@ -94,10 +94,13 @@ def test_load_json_any_bytes(body: bytes) -> None:
         b"\xff\xfe{}",
         b'{"x": "\xc3"}',
         "{}".encode("utf-16"),
+        b'{"registrar": "\\ud800"}',
+        b'{"registrar": "x\\uDFFF"}',
     ],
     ids=[
         "deep-arrays", "deep-objects", "nan", "infinity", "minus-infinity", "overflow-float",
-        "huge-int", "not-utf8", "truncated-utf8", "utf16",
+        "huge-int", "not-utf8", "truncated-utf8", "utf16", "lone-surrogate",
+        "lone-low-surrogate",
     ],
 )
 def test_load_json_rejects(body: bytes) -> None:
@@ -108,6 +111,10 @@ def test_load_json_rejects(body: bytes) -> None:
 
 def test_load_json_accepts_a_bom_and_plain_numbers() -> None:
     assert load_json(b'\xef\xbb\xbf{"a": [1, 2.5, -0.0, 1e300]}') == {"a": [1, 2.5, -0.0, 1e300]}
+
+
+def test_load_json_accepts_paired_surrogate_escapes() -> None:
+    assert load_json(b'{"n": "\\ud83d\\ude00 \\\\ud800"}') == {"n": "\U0001f600 \\ud800"}
 
 
 # --- parse_domain ------------------------------------------------------------------------

@@ -190,6 +190,8 @@ BODY_CELLS: dict[str, Callable[[str], Act]] = {
     "infinity_literal": lambda name: with_field(name, b"-Infinity"),
     "huge_integer": lambda name: with_field(name, b"7" * 5000),
     "not_utf8": lambda name: with_field(name, b'"\xff\xfe"'),
+    # Decodes to a str that cannot be UTF-8 encoded: as a label value it would break /metrics.
+    "lone_surrogate": lambda name: with_field(name, b'"\\ud800"'),
     "bad_gzip": lambda name: Act(body=b"\x1f\x8bnot gzip",
                                  headers=(("Content-Encoding", "gzip"),)),
     "brotli_unasked": lambda name: Act(body=b"xx", headers=(("Content-Encoding", "br"),)),
