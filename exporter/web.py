@@ -274,10 +274,16 @@ def make_app(
         body = generate_latest(registry)
         headers = [("Content-Type", CONTENT_TYPE_LATEST)]
         if domain_chunks is not None:
-            # A gzip stream may be several members (RFC 1952 2.2): ours, then the cached ones.
+            # A gzip stream may be several members (RFC 1952 2.2): ours, then the cached ones,
+            # sent as they are (never joined: at 100k domains that is hundreds of MB).
             if gzipped:
                 body = gzip.compress(body, compresslevel=1)
-            body += b"".join(domain_chunks(gzipped=gzipped))
+            chunks = [body, *domain_chunks(gzipped=gzipped)]
+            if gzipped:
+                headers.append(("Content-Encoding", "gzip"))
+            headers.append(("Content-Length", str(sum(len(c) for c in chunks))))
+            start_response("200 OK", headers)
+            return chunks
         else:
             if domain_exposition is not None:
                 body += domain_exposition()
