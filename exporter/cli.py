@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__, report
 from exporter.collector import DomainCollector
-from exporter.config import Config, ConfigError, DomainConfig, load_config
+from exporter.config import Config, ConfigError, DomainConfig, config_warnings, load_config
 from exporter.httpserver import HttpServer, ListenError, bind
 from exporter.logformat import LEVELS, setup_logging
 from exporter.names import InvalidName, to_alabel
@@ -140,6 +140,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
             print(f"config error: {line}", file=sys.stderr)
         return 1
     if args.config_check:
+        for warning in config_warnings(config):
+            print(f"{args.config_file}: warning: {warning}")
         print(f"{args.config_file}: OK, {len(config.domains)} domains")
         return 0
     tls = None

@@ -471,6 +471,17 @@ def test_config_check_good_file_exits_0() -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_config_check_warns_about_an_empty_config(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("domains: []\n")
+    proc = _config_check(path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"{path}: warning: no domains configured",
+        f"{path}: OK, 0 domains",
+    ]
+
+
 # --- hostile and ambiguous input (issue 8): only ConfigError, one clear line each ----------
 
 

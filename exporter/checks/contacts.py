@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from exporter import mail
+from exporter import mail, verdicts
 from exporter.checks import Check, Context, Result
 from exporter.rdap import RdapClient, RdapLookup
 from exporter.registration import Registration
@@ -28,6 +28,7 @@ SKIPPED = Result(ok=True, record=False)
 class _MailRegistration:
     expires: float
     problem: str | None  # mail_domain_held | mail_domain_expired | mail_domain_unregistered
+    first_404: float | None = None  # an unconfirmed 404: confirmed by a second one later
 
 
 class ContactsCheck(Check):
@@ -161,8 +162,22 @@ class ContactsCheck(Check):
         if not result.success:
             log.debug("mail domain registration unknown: zone=%s reason=%s", zone, result.error)
             return None
-        problem = _registration_problem(_rdap_result(result), now)
         ttl = min(MAIL_REGISTRATION_TTL, self.ctx.config.rdap.interval)
+        if result.registered is False:
+            # Like a monitored domain's: one 404 is not a deletion. Unknown until a second
+            # 404 at least rdap.hold_interval later confirms it.
+            hold = self.ctx.config.rdap.hold_interval
+            first = cached.first_404 if cached and cached.first_404 is not None else now
+            if not verdicts.registration_confirmed_gone(
+                first_404=first, now=now, hold_interval=hold, parent_nxdomain=False
+            ):
+                self._mail_registrations[zone] = _MailRegistration(now + hold, None, first)
+                return None
+            self._mail_registrations[zone] = _MailRegistration(
+                now + ttl, "mail_domain_unregistered", first
+            )
+            return "mail_domain_unregistered"
+        problem = _registration_problem(_rdap_result(result), now)
         self._mail_registrations[zone] = _MailRegistration(now + ttl, problem)
         return problem
 
@@ -172,15 +187,16 @@ class ContactsCheck(Check):
         cached = self._smtp_results.get(key)
         if cached and cached[0] > now:
             return cached[1]
-        async with self.ctx.limiter:
-            probe = await mail.probe_mailbox(
-                address,
-                mx_hosts,
-                self.ctx.config.dns,
-                self.ctx.config.email,
-                pacer=self._smtp_pacer,
-                on_query=self.ctx.metrics.record_dns,
-            )
+        # Not under the global limiter: the probe waits for its MX host's pacer (seconds),
+        # and holding a global slot meanwhile would starve every other check.
+        probe = await mail.probe_mailbox(
+            address,
+            mx_hosts,
+            self.ctx.config.dns,
+            self.ctx.config.email,
+            pacer=self._smtp_pacer,
+            on_query=self.ctx.metrics.record_dns,
+        )
         outcome = {True: "accepted", False: "rejected", None: "unknown"}[probe.accepted]
         self.ctx.metrics.record_smtp(outcome)
         # Probing is intrusive: at most once per smtp_interval per address, whatever the
@@ -247,4 +263,5 @@ def _registration_problem(rdap: RdapResult, now: float) -> str | None:
 
 def _email_reason(reason: str) -> str:
     """Map a verdict's reason onto the small fixed set exported as a label."""
-    return reason if reason in ("timeout", "servfail", "smtp_unknown") else "invalid_response"
+    known = ("timeout", "servfail", "smtp_unknown", "deadline", "query_budget")
+    return reason if reason in known else "invalid_response"
