@@ -15,6 +15,9 @@ One module-scoped `world` starts every exporter at once, so their warm-ups overl
     smtp        email.smtp_probe on, against aiosmtpd on 127.53.1.25:2525 (info level)
     count-root, count-resolver
                 good.test alone, to count the DNS messages of one delegation check
+    intercept   the only root server is a Python server of our own (127.84.6.1) that answers
+                NXDOMAIN without AA to every query, like a DNS-intercepting network (issue 7
+                case 2): no domain may become "not delegated"
 
 The mail cases run only in resolver-based exporters: with `dns.resolvers` empty, mail lookups
 use the system resolver (/etc/resolv.conf, documented in config.example.yaml), which is not on
@@ -34,6 +37,7 @@ from typing import Any
 import pytest
 import trustme
 
+from tests.faults.hostile_dns import HostileDns, intercept, lab_lock
 from tests.support.dnsworld import (
     GOOD_NS,
     PARKING_NS,
@@ -56,6 +60,7 @@ from tests.support.smtpserver import SMTP_PORT, SmtpServer, smtp_server  # noqa:
 
 DNS_INTERVAL = 2.0
 DEAD = "127.53.9.9"  # nothing listens here
+INTERCEPT = "127.84.6.1"  # our intercepting "root server"
 WAIT = 15.0  # generous: a DNS cycle is 2 s, an RDAP cycle 3 s
 # The SMTP pacer allows one probe per MX host per 10 s and the three probe contacts share one
 # MX, so the first complete e-mail check of the smtp exporter takes about 20 s.
@@ -91,9 +96,11 @@ DELEGATION = (
     # The parent's set, written in another case and order, with a trailing dot.
     DomainEntry("a-only.test", ("NS2.Provider.Test.", "ns1.provider.test")),
     DomainEntry("lame.test"),
-    DomainEntry("dead.test"),
+    # Its servers never answer, and the expected set differs from the parent's (issue 7 case 5).
+    DomainEntry("dead.test", GOOD_NS),
     DomainEntry("childdiff.test"),  # child apex adds ns3.provider.test
-    DomainEntry("nxdomain.test"),  # not delegated at all
+    # Not delegated at all; the expected set must not add a mismatch page (issue 7 case 4).
+    DomainEntry("nxdomain.test", GOOD_NS),
 )
 
 
@@ -148,6 +155,8 @@ def _entries(kind: str) -> list[DomainEntry]:
         return [DomainEntry("good.zz", PROVIDER_NS, SMTP_CONTACTS)]
     if kind.startswith("count-"):
         return [DomainEntry("good.test", GOOD_NS)]
+    if kind == "intercept":
+        return [DomainEntry("good.test", GOOD_NS), DomainEntry("nxdomain.test", GOOD_NS)]
     raise AssertionError(kind)
 
 
@@ -157,6 +166,8 @@ def _dns_settings(kind: str, world: DnsWorld) -> dict[str, Any]:
         return {"root_servers": [world.root_server], **common}
     if kind == "deadres":
         return {"resolvers": [DEAD], "root_servers": [DEAD], **common}
+    if kind == "intercept":
+        return {"root_servers": [INTERCEPT], **common}
     # A dead root: resolver mode must not quietly fall back to walking from the root.
     return {"resolvers": [world.resolver], "root_servers": [DEAD], **common}
 
@@ -169,7 +180,7 @@ def _email_settings(kind: str) -> dict[str, Any]:
 
 
 INFO_LEVEL = ("resolver", "smtp")  # run at --log.level info; the others at debug
-KINDS = ("smtp", "root", "resolver", "deadres", "count-root", "count-resolver")
+KINDS = ("smtp", "root", "resolver", "deadres", "count-root", "count-resolver", "intercept")
 
 
 @dataclass
@@ -181,6 +192,7 @@ class World:
     entries: dict[str, list[DomainEntry]]
     exporters: dict[str, ExporterProcess]
     checks: BackgroundChecks
+    intercept: HostileDns
 
     def check(self, kind: str, domain: str) -> dict[str, Any]:
         code, out = self.checks.result(kind)
@@ -198,9 +210,16 @@ def _program_rdap(server: RdapServer) -> None:
 
 
 @pytest.fixture(scope="module")
+def intercept_dns() -> Iterator[HostileDns]:
+    with lab_lock("e2e-intercept"), HostileDns({INTERCEPT: intercept()}) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
 def world(
     dns_world: DnsWorld,  # noqa: F811
     smtp_server: SmtpServer,  # noqa: F811
+    intercept_dns: HostileDns,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("dns-e2e")
@@ -230,13 +249,15 @@ def world(
                 email=_email_settings(kind), domains=entries[kind],
             )
         # The slow ones first (SMTP pacing), so their clocks start early.
-        for kind in ("smtp", "root", "resolver", "deadres"):
+        for kind in ("smtp", "root", "resolver", "deadres", "intercept"):
             checks.start(kind, configs[kind], [d.name for d in entries[kind]])
         for kind in KINDS:
             level = ("--log.level", "info") if kind in INFO_LEVEL else ()
             exporters[kind] = ExporterProcess(configs[kind], tmp / kind, extra_args=level)
             exporters[kind].start()
-        yield World(dns_world, rdap, smtp_server, configs, entries, exporters, checks)
+        yield World(
+            dns_world, rdap, smtp_server, configs, entries, exporters, checks, intercept_dns
+        )
     finally:
         for exporter in exporters.values():
             exporter.stop()
@@ -307,6 +328,7 @@ def test_consistent_delegation(world: World, mode: str) -> None:
         src: set(GOOD_NS) for src in ("expected", "registry", "parent", "child")
     }, s.for_domain("good.test")
     assert lame(s, "good.test") == {ns: 0.0 for ns in GOOD_NS}
+    assert s.value("domain_nameserver_inconsistent", domain="good.test") == 0
     assert errors(s, "good.test", "dns") == {}
 
     j = dns_json(world, mode, "good.test")
@@ -327,6 +349,7 @@ def test_parent_delegation_moved_to_parking(world: World, mode: str) -> None:
     assert info["registry"] == set(GOOD_NS)
     assert info["child"] == set(PARKING_NS)  # the parking servers answer for it
     assert s.value("domain_delegated", domain=d) == 1
+    assert s.value("domain_nameserver_inconsistent", domain=d) == 0  # parking agrees with itself
 
     j = dns_json(world, mode, d)
     assert (j["success"], j["delegated"], j["mismatch"]) == (True, True, True), j
@@ -339,9 +362,8 @@ def test_parent_delegation_moved_to_parking(world: World, mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_registry_set_differs_from_parent(world: World, mode: str) -> None:
     d = "shop.co.test"
-    # Only the registry's set differs, and the exporter leaves a registry set out of the
-    # comparison while it is older than two DNS intervals (it may predate a legitimate change),
-    # so wait for the verdict made with a fresh one.
+    # Only the registry's set differs; the exporter counts that once an RDAP read that finished
+    # after the difference was first seen confirms it, so wait for the confirmed verdict.
     s = dns_settled(
         world, mode, d, lambda s: s.value("domain_nameserver_mismatch", domain=d) == 1
     )
@@ -388,13 +410,18 @@ def test_expected_set_in_other_case_order_and_trailing_dot(world: World, mode: s
 
 @pytest.mark.parametrize("mode", MODES)
 def test_child_apex_set_differs(world: World, mode: str) -> None:
+    """The zone lists one server more than the parent: a warning (inconsistent), never the
+    hijack page (mismatch compares the parent with the expected/registry set only)."""
     d = "childdiff.test"
-    s = dns_settled(world, mode, d)
-    assert s.value("domain_nameserver_mismatch", domain=d) == 1, s.for_domain(d)
+    s = dns_settled(
+        world, mode, d, lambda s: s.value("domain_nameserver_inconsistent", domain=d) is not None
+    )
+    assert s.value("domain_nameserver_mismatch", domain=d) == 0, s.for_domain(d)
+    assert s.value("domain_nameserver_inconsistent", domain=d) == 1, s.for_domain(d)
     info = ns_info(s, d)
     assert info["parent"] == info["registry"] == set(PROVIDER_NS)
     assert info["child"] == {*PROVIDER_NS, "ns3.provider.test"}
-    assert dns_json(world, mode, d)["mismatch"] is True
+    assert dns_json(world, mode, d)["mismatch"] is False
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -421,15 +448,22 @@ def test_all_servers_unreachable(world: World, mode: str) -> None:
         timeout=WAIT, message=f"{d}: the DNS check never failed",
     )
     assert errors(s, d, "dns") == {"unreachable": 1.0}, s.for_domain(d)
-    # A failed measurement is no verdict: neither mismatch nor all-clear, nor "not delegated".
-    assert s.value("domain_nameserver_mismatch", domain=d) is None, s.for_domain(d)
-    assert s.value("domain_delegated", domain=d) is None, s.for_domain(d)
-    assert s.series("domain_nameserver_lame", domain=d) == []
+    # The parent's set was measured: it is exported fresh, with its verdict against the
+    # expected set (issue 7 case 5: a dark domain must not show the old all-clear).
+    s = e.wait_for(
+        lambda s: s.value("domain_nameserver_mismatch", domain=d) is not None,
+        timeout=WAIT, message=f"{d}: no mismatch verdict from the measured parent set",
+    )
+    assert s.value("domain_nameserver_mismatch", domain=d) == 1, s.for_domain(d)
+    assert ns_info(s, d)["parent"] == set(DEAD_NS), s.for_domain(d)
+    assert s.value("domain_delegated", domain=d) == 1, s.for_domain(d)
+    assert s.value("domain_nameserver_inconsistent", domain=d) is None  # no child answered
+    assert s.value("domain_check_success", domain=d, check="dns") == 0
     assert s.value("domain_check_last_success_timestamp_seconds", domain=d, check="dns") is None
 
     j = dns_json(world, mode, d)
-    assert (j["success"], j["error"], j["mismatch"]) == (False, "unreachable", None), j
-    assert world.check(mode, d)["status"] == "unknown"
+    assert (j["success"], j["error"], j["mismatch"]) == (False, "unreachable", True), j
+    assert j["nameservers"]["parent"] == list(DEAD_NS), j
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -437,11 +471,45 @@ def test_not_delegated(world: World, mode: str) -> None:
     d = "nxdomain.test"
     s = dns_settled(world, mode, d)
     assert s.value("domain_delegated", domain=d) == 0, s.for_domain(d)
-    assert s.value("domain_registered", domain=d) == 0  # the registry's 404
+    # An expected set is configured, but "not delegated" is its own page, not a mismatch too.
+    assert s.value("domain_nameserver_mismatch", domain=d) is None, s.for_domain(d)
+    assert s.value("domain_nameserver_inconsistent", domain=d) is None
+    # The registry's 404 plus the authoritative NXDOMAIN at the parent confirm it.
+    s = e_wait(world, mode, lambda s: s.value("domain_registered", domain=d) == 0)
+    assert s.value("domain_registered", domain=d) == 0
 
     j = dns_json(world, mode, d)
     assert (j["success"], j["delegated"], j["parent_zone"]) == (True, False, "test"), j
+    assert j["mismatch"] is None, j
     assert any(p.startswith("not delegated") for p in world.check(mode, d)["problems"])
+
+
+def e_wait(w: World, kind: str, predicate: Any) -> Scrape:
+    return w.exporters[kind].wait_for(predicate, timeout=WAIT)
+
+
+def test_intercepting_network_is_not_every_domain_undelegated(world: World) -> None:
+    """Issue 7 case 2: every answer, even the root's, is a NXDOMAIN without AA."""
+    e = world.exporters["intercept"]
+    for d in ("good.test", "nxdomain.test"):
+        s = e.wait_for(
+            lambda s, d=d: s.value("domain_check_success", domain=d, check="dns") == 0,
+            timeout=WAIT, message=f"{d}: the DNS check never failed",
+        )
+        assert errors(s, d, "dns") == {"not_authoritative": 1.0}, s.for_domain(d)
+        assert s.value("domain_delegated", domain=d) is None, s.for_domain(d)
+        assert s.value("domain_nameserver_mismatch", domain=d) is None, s.for_domain(d)
+        assert s.value("domain_nameserver_inconsistent", domain=d) is None
+        assert s.series("domain_nameserver_lame", domain=d) == []
+        assert "parent" not in ns_info(s, d)
+    # RDAP is unaffected: the registry still has good.test.
+    s = e.wait_for(lambda s: s.value("domain_registered", domain="good.test") == 1, timeout=WAIT)
+    assert world.intercept.count(INTERCEPT) >= 2
+
+    d = world.check("intercept", "good.test")
+    assert (d["dns"]["success"], d["dns"]["error"]) == (False, "not_authoritative"), d
+    assert d["dns"]["delegated"] is None, d
+    assert not any(p.startswith("not delegated") for p in d["problems"]), d
 
 
 # --- contact e-mail ----------------------------------------------------------------------------
@@ -564,9 +632,10 @@ def test_dns_queries_per_check(world: World, mode: str) -> None:
     # Only successful answers on a healthy world, and the same count every cycle.
     assert all(set(d) == {"success"} for d in deltas), deltas
     assert per_check[0] == per_check[1], deltas
-    # Root mode: root referral + test. referral (with glue) + one apex NS query per server = 4.
-    # Resolver mode adds the resolver's zone-cut lookups (SOA, NS, and the TLD server address).
-    assert per_check[0] <= (4 if mode == "root" else 8), deltas
+    # Root mode: root referral + test. referral (glue: A only) + AAAA of both NS names (NODATA
+    # from the child zone) + one apex NS query per server = 6. Resolver mode asks the resolver
+    # for the zone cut (SOA, NS, maybe the TLD server's address) and for the AAAA records.
+    assert per_check[0] <= (6 if mode == "root" else 10), deltas
     assert per_check[0] >= 4, deltas  # at least the parent referral and both child servers
 
 
