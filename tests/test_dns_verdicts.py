@@ -26,8 +26,11 @@ The lab (Knot unless noted)::
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -287,9 +290,18 @@ def test_dual_stack_nameserver_with_dead_ipv6_address_is_lame(lab: HostileDns) -
 # -- no route for a family: in a network namespace without IPv6 (or any global) routes ---------
 
 
+def _loopback_up() -> None:
+    """`ip link set lo up` without needing iproute2: SIOCGIFFLAGS / SIOCSIFFLAGS."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
 def _netns_main(workdir: str) -> None:
     """Runs inside `unshare -n`: loopback only, so 2001:db8::53 has no route."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    _loopback_up()
     out: dict[str, Any] = {}
     with KnotLab(Path(workdir), SERVERS):
         for domain in ("far.lab", "v6far.lab", "v6only.lab"):
