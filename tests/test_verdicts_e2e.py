@@ -2,7 +2,8 @@
 
 Every case of /work/notes/verdicts.md that this module covers is asserted on /metrics of a real
 `python -m exporter` subprocess, against the Knot world of `tests/support/dnsworld.py` (127.53.x)
-and HTTPS RDAP servers (`RdapServer`, 127.0.0.1). One module-scoped `world` starts:
+and HTTPS RDAP servers (`RdapServer`, this module's range 127.87.0.0/16). One module-scoped
+`world` starts:
 
     main    delegation walks from the test root, dns.interval 1 s, rdap.interval 6 h and
             rdap.hold_interval 3 s: every RDAP read after the first is either a hold /
@@ -68,6 +69,8 @@ WAIT = 15.0
 DEAD = "127.53.9.9"  # nothing listens here
 DEAD_NS = ("ns-dead1.provider.test", "ns-dead2.provider.test")
 FLAP_PERIOD = 0.8
+# This module's own loopback range for the servers it starts.
+REGISTRY_HOST, REGISTRAR_HOST, MAIL_REGISTRY_HOST = "127.87.0.1", "127.87.0.2", "127.87.0.3"
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EXPIRY = NOW + timedelta(days=200)
@@ -122,6 +125,7 @@ MAIN_DOMAINS = (
     DomainEntry("flip-nons.test"),  # 11a: registry lists no NS
     DomainEntry("swap.test"),  # 11b: registry lists no NS
     DomainEntry("flap.test"),  # 11c: delegation flips all the time; registry lists no NS
+    DomainEntry("unheard-of.test"),  # 11c: registered, no NS, never delegated: nothing changes
 )
 
 MAIL_DOMAINS = (
@@ -155,6 +159,7 @@ def _program_main(reg: RdapServer, registrar: RdapServer) -> None:
     reg.set_domain("flip.test", ok("flip.test"))
     for name in ("flip-nons.test", "swap.test", "flap.test"):
         reg.set_domain(name, ok(name, None))
+    reg.set_domain("unheard-of.test", ok("unheard-of.test", ()))
 
 
 def _program_mail(reg: RdapServer) -> None:
@@ -229,7 +234,10 @@ def world(
 ) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("verdicts-e2e")
     ca = trustme.CA()
-    registry, registrar, mailreg = RdapServer(ca), RdapServer(ca), RdapServer(ca)
+    registry, registrar, mailreg = (
+        RdapServer(ca, host=REGISTRY_HOST), RdapServer(ca, host=REGISTRAR_HOST),
+        RdapServer(ca, host=MAIL_REGISTRY_HOST),
+    )
     ca_file = write_ca(ca, tmp / "ca.pem")
     exporters: list[ExporterProcess] = []
     history: ScrapeHistory | None = None
@@ -671,6 +679,37 @@ def test_triggered_rereads_are_paced_per_hold_interval(world: World) -> None:
     gaps = [b.received - a.received for a, b in itertools.pairwise(triggered)]
     assert all(g >= HOLD - 0.5 for g in gaps), f"{d}: re-reads closer than hold_interval: {gaps}"
     assert len(triggered) <= (now - f.started) / HOLD + 1, len(triggered)
+    print(f"\nflap.test: {f.flips} parent NS changes, {len(triggered)} triggered RDAP re-reads "
+          f"in {now - f.started:.1f}s, gaps {[round(g, 2) for g in gaps]}")
+    counts: dict[str, int] = {}
+    for r in world.registry.requests:
+        name = r.path.rsplit("/", 1)[-1]
+        counts[name] = counts.get(name, 0) + 1
+    print(f"RDAP reads per domain after {now - f.started:.1f}s: {counts}")
+
+
+def test_steady_state_triggers_no_rereads(world: World) -> None:
+    """unheard-of.test is registered (active, no nameservers) and was never in the zone: the
+    parent's NXDOMAIN is the same on every DNS check, which is no change, so the registry
+    keeps getting about 24h / rdap.interval reads (here: the first one, plus at most one
+    confirming re-read when the NXDOMAIN was first seen)."""
+    d = "unheard-of.test"
+    e = world.main
+    e.wait_for(
+        lambda s: s.value("domain_delegated", domain=d) == 0 and check_ok(d, "rdap")(s),
+        timeout=WAIT, message=f"{d}: never registered-but-undelegated",
+    )
+    first = world.registry.requests_for(d)[0].received
+    pause = first + 4 * HOLD - time.time()
+    if pause > 0:
+        time.sleep(pause)
+    reads = world.registry.requests_for(d)
+    took = time.time() - first
+    assert len(reads) <= 2, (
+        f"{d}: {len(reads)} RDAP reads in {took:.0f}s (hold_interval {HOLD:g}s, rdap.interval "
+        f"6h) for a delegation that never changed"
+    )
+    assert e.value("domain_registered", domain=d) == 1
 
 
 # --- case 8: contact verdicts outlive their contact --------------------------------------------

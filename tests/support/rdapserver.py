@@ -135,10 +135,12 @@ class _TLSServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, owner: RdapServer, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, owner: RdapServer, context: ssl.SSLContext, host: str = "127.0.0.1"
+    ) -> None:
         self.owner = owner
         self.context = context
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((host, 0), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The TLS handshake runs here, in the per-connection thread, so that a slow or broken
@@ -162,10 +164,24 @@ class _TLSServer(ThreadingHTTPServer):
 
 
 class RdapServer:
-    """HTTPS RDAP server on 127.0.0.1:<free port>, answering from a programmable route table."""
+    """HTTPS RDAP server on 127.0.0.1:<free port>, answering from a programmable route table.
 
-    def __init__(self, ca: trustme.CA, *, hostnames: Iterable[str] = ("127.0.0.1", "localhost")):
+    `host` binds another loopback address instead (a test module's own 127.N.x.y range); the
+    certificate then names that address too.
+    """
+
+    def __init__(
+        self,
+        ca: trustme.CA,
+        *,
+        hostnames: Iterable[str] = ("127.0.0.1", "localhost"),
+        host: str = "127.0.0.1",
+    ):
         self.ca = ca
+        self.host = host
+        hostnames = tuple(hostnames)
+        if host not in hostnames:
+            hostnames += (host,)
         self._lock = threading.Lock()
         self._routes: dict[str, _Route] = {}
         self._default: Reply = not_found_reply()
@@ -176,7 +192,7 @@ class RdapServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         ca.issue_cert(*hostnames).configure_cert(context)
-        self._httpd = _TLSServer(self, context)
+        self._httpd = _TLSServer(self, context, host)
         self.port: int = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -187,12 +203,12 @@ class RdapServer:
     # -- addresses -------------------------------------------------------------------------
     @property
     def hostport(self) -> str:
-        """`127.0.0.1:PORT`: the `server` label the exporter uses for this host."""
-        return f"127.0.0.1:{self.port}"
+        """`HOST:PORT`: the `server` label the exporter uses for this host."""
+        return f"{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/"
+        return f"https://{self.host}:{self.port}/"
 
     def domain_url(self, name: str) -> str:
         return f"{self.base_url}domain/{name}"
