@@ -131,6 +131,15 @@ MAX_REMOTE_LABEL = 200
 _CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)])
 
 
+# Nameserver series per domain and source: a hostile delegation may name 1,000 servers, which
+# must not become 1,000 series (the verdicts still compare the whole sets).
+MAX_NAMESERVER_SERIES = 16
+
+
+def _capped(names: tuple[str, ...] | None) -> tuple[str, ...]:
+    return tuple(sorted(names or ())[:MAX_NAMESERVER_SERIES])
+
+
 def remote_label(value: str | None) -> str:
     """A label value taken from a server we do not control."""
     if not value:
@@ -344,25 +353,25 @@ def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = Tru
                 rdap_server=remote_label(s.rdap.server),
             )
 
-    for ns in s.expected_nameservers:
+    for ns in _capped(s.expected_nameservers):
         add("ns_info", 1.0, source="expected", nameserver=ns)
     if s.rdap is not None and s.rdap.registration is not None:
-        for ns in s.rdap.registration.nameservers or ():
-            add("ns_info", 1.0, source="registry", nameserver=ns)
+        for ns in _capped(s.rdap.registration.nameservers):
+            add("ns_info", 1.0, source="registry", nameserver=remote_label(ns))
     if s.dns is not None:
         d = s.dns
-        for ns in d.parent or ():
-            add("ns_info", 1.0, source="parent", nameserver=ns)
-        for ns in d.child or ():
-            add("ns_info", 1.0, source="child", nameserver=ns)
+        for ns in _capped(d.parent):
+            add("ns_info", 1.0, source="parent", nameserver=remote_label(ns))
+        for ns in _capped(d.child):
+            add("ns_info", 1.0, source="child", nameserver=remote_label(ns))
         if d.delegated is not None:
             add("delegated", 1.0 if d.delegated else 0.0)
         if d.mismatch is not None:
             add("mismatch", 1.0 if d.mismatch else 0.0)
         if d.inconsistent is not None:
             add("inconsistent", 1.0 if d.inconsistent else 0.0)
-        for ns, reason in sorted(d.lame.items()):
-            add("lame", 0.0 if reason is None else 1.0, nameserver=ns)
+        for ns, reason in sorted(d.lame.items())[:MAX_NAMESERVER_SERIES]:
+            add("lame", 0.0 if reason is None else 1.0, nameserver=remote_label(ns))
 
     if s.email is not None:
         for role, ok in sorted(s.email.by_role().items()):

@@ -478,3 +478,32 @@ def test_remote_label_values_are_cleaned_and_capped(registry: CollectorRegistry)
     assert registrar.startswith("EvilRegistrar")
     assert len(registrar) == 200
     assert "\\x00" not in line and "\\n" not in registrar
+
+
+def test_a_huge_delegation_is_capped_to_a_bounded_number_of_series() -> None:
+    from exporter.collector import MAX_NAMESERVER_SERIES
+
+    names = tuple(f"ns{i:04d}.hostile.example" for i in range(1000))
+    store = StatusStore()
+    store.sync([("huge.example", {}, ())])
+    store.update(
+        "huge.example",
+        lambda s: DomainStatus(
+            name=s.name,
+            dns=DnsResult(
+                parent_zone="example",
+                parent=names,
+                child=names,
+                delegated=True,
+                lame=dict.fromkeys(names),
+                mismatch=None,
+            ),
+            checks={"dns": ok(NOW)},
+        ),
+    )
+    registry = CollectorRegistry()
+    registry.register(DomainCollector(store, clock=lambda: NOW))
+    text = generate_latest(registry).decode()
+    for source in ("parent", "child"):
+        assert text.count(f'source="{source}"') == MAX_NAMESERVER_SERIES
+    assert text.count("domain_nameserver_lame{") == MAX_NAMESERVER_SERIES

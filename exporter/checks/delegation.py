@@ -32,6 +32,15 @@ class DelegationCheck(Check):
                 delegation.parent_zone,
                 delegation.error,
             )
+        if delegation.disagreeing:
+            log.warning(
+                "parent servers disagree: domain=%s parent_zone=%s disagreeing=%s",
+                domain,
+                delegation.parent_zone,
+                ",".join(delegation.disagreeing),
+            )
+        for name, why in sorted(delegation.skipped.items()):
+            log.debug("nameserver not judged: domain=%s nameserver=%s reason=%s", domain, name, why)
         if delegation.parent is None or delegation.delegated is None:
             # Nothing measured: the last good values stay, check_success 0 says they are stale.
             return Result(ok=False, error=delegation.error)
