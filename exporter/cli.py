@@ -26,11 +26,20 @@ from exporter.config import Config, ConfigError, DomainConfig, config_warnings, 
 from exporter.httpserver import HttpServer, ListenError, bind
 from exporter.logformat import LEVELS, setup_logging
 from exporter.names import InvalidName, to_alabel
+from exporter.probe import ListedView, Prober
 from exporter.rdap import RdapClient
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import ExporterMetrics
+from exporter.statuspage import StatusPages
 from exporter.store import DomainStatus, StatusStore
-from exporter.web import WebConfigError, load_web_config, make_app, tls_context
+from exporter.web import (
+    WebConfigError,
+    check_telemetry_path,
+    load_web_config,
+    make_app,
+    register_runtime_collectors,
+    tls_context,
+)
 
 log = logging.getLogger("domainwatch")
 DEFAULT_PORT = 9877
@@ -74,6 +83,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         dest="listen",
         default=":9877",
         help="address to serve /metrics on (default: %(default)s)",
+    )
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="path under which to expose metrics (default: %(default)s)",
     )
     p.add_argument(
         "--web.config.file",
@@ -144,6 +159,10 @@ def _run_daemon(args: argparse.Namespace) -> int:
             print(f"{args.config_file}: warning: {warning}")
         print(f"{args.config_file}: OK, {len(config.domains)} domains")
         return 0
+    try:
+        check_telemetry_path(args.telemetry_path)
+    except ValueError as exc:
+        raise StartupError(f"--web.telemetry-path {exc}") from exc
     tls = None
     web_config = None
     if args.web_config:
@@ -245,9 +264,13 @@ async def _serve(
 ) -> None:
     loop = asyncio.get_running_loop()
     registry = CollectorRegistry()
+    register_runtime_collectors(registry)
     metrics, store, rdap, scheduler = _wire(config, registry, args.state_file)
+    # /metrics and the status page never show domains watched only because /probe asked.
+    listed = ListedView(store, lambda: scheduler.unlisted)
     # Not registered: /metrics appends its cached text rendering to the registry's output.
-    domains = DomainCollector(store)
+    domains = DomainCollector(listed)
+    prober = Prober(store, scheduler, loop.call_soon_threadsafe, registry)
     if args.state_file:
         # Results older than twice their check's interval are not exported as current.
         restored = store.load(
@@ -283,8 +306,12 @@ async def _serve(
         reload=reload_from_http,
         users=users,
         domain_chunks=domains.exposition_chunks,
+        telemetry_path=args.telemetry_path,
+        pages=StatusPages(listed.snapshot, args.telemetry_path),
+        probe=prober.app,
     )
     server.start(app)
+    scheduler.spawn(prober.sweeper())
     pending: set[asyncio.Task[str | None]] = set()
 
     def reload_from_signal() -> None:

@@ -114,6 +114,17 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class ProbeSettings:
+    """`/probe?target=NAME` (domain_exporter's interface). A listed domain always answers from
+    its cached results; an unlisted one only when `allow_unlisted` is set."""
+
+    allow_unlisted: bool = False
+    max_unlisted: int = 100  # probe-only domains watched at once; more is HTTP 429
+    idle_timeout: float = 86400.0  # a probe-only domain not probed this long is dropped
+    max_wait: float = 10.0  # a probe without results waits this long at most for the first
+
+
+@dataclass(frozen=True)
 class Contact:
     role: str
     email: str
@@ -137,6 +148,7 @@ class Config:
     email: EmailSettings = field(default_factory=EmailSettings)
     domains: tuple[DomainConfig, ...] = ()
     concurrency: int = 32
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 def parse_duration(text: object) -> float:
@@ -425,6 +437,35 @@ def _read_email(r: _Reader, value: object) -> EmailSettings:
     )
 
 
+MAX_UNLISTED = 10_000  # every probe-only domain is checked like a listed one
+MAX_PROBE_WAIT = 60.0
+
+
+def _probe_wait(value: object) -> float:
+    seconds = parse_duration(value)  # "0s" is allowed: never wait, answer what is known
+    if seconds > MAX_PROBE_WAIT:
+        raise ValueError(f"{_show(value)} is longer than {MAX_PROBE_WAIT:.0f}s")
+    return seconds
+
+
+def _max_unlisted(value: object) -> int:
+    count = _positive_int(value)
+    if count > MAX_UNLISTED:
+        raise ValueError(f"must be at most {MAX_UNLISTED}, got {_show(value)}")
+    return count
+
+
+def _read_probe(r: _Reader, value: object) -> ProbeSettings:
+    d = ProbeSettings()
+    raw = r.mapping(value, "probe", set(ProbeSettings.__dataclass_fields__))
+    return ProbeSettings(
+        allow_unlisted=r.get(raw, "allow_unlisted", "probe", d.allow_unlisted, _bool),
+        max_unlisted=r.get(raw, "max_unlisted", "probe", d.max_unlisted, _max_unlisted),
+        idle_timeout=r.get(raw, "idle_timeout", "probe", d.idle_timeout, _positive_duration),
+        max_wait=r.get(raw, "max_wait", "probe", d.max_wait, _probe_wait),
+    )
+
+
 def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
     if isinstance(value, str):  # shorthand: "- example.com"
         value = {"name": value}
@@ -500,8 +541,11 @@ def parse_config(document: object) -> Config:
     r = _Reader(errors)
     if document is not None and not isinstance(document, dict):
         raise ConfigError([f"{_TOP}: must be a mapping, got {_kind(document)}"])
-    raw = r.mapping(document or {}, "", {"rdap", "dns", "email", "domains", "concurrency"})
+    raw = r.mapping(
+        document or {}, "", {"rdap", "dns", "email", "domains", "concurrency", "probe"}
+    )
     rdap = _read_rdap(r, raw.get("rdap"))
+    probe = _read_probe(r, raw.get("probe"))
     dns = _read_dns(r, raw.get("dns"))
     email = _read_email(r, raw.get("email"))
     concurrency = r.get(raw, "concurrency", "", Config.concurrency, _positive_int)
@@ -524,7 +568,14 @@ def parse_config(document: object) -> Config:
         if len(errors) > MAX_ERRORS:  # a generated file can hold 100k mistakes; 100 show the kind
             errors = [*errors[:MAX_ERRORS], f"... and {len(errors) - MAX_ERRORS} more problems"]
         raise ConfigError(errors)
-    return Config(rdap=rdap, dns=dns, email=email, domains=tuple(domains), concurrency=concurrency)
+    return Config(
+        rdap=rdap,
+        dns=dns,
+        email=email,
+        domains=tuple(domains),
+        concurrency=concurrency,
+        probe=probe,
+    )
 
 
 def config_warnings(config: Config) -> list[str]:

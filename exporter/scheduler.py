@@ -73,6 +73,9 @@ class Scheduler:
         self._clock = clock  # Unix time, for what is exported and persisted
         self._mono = monotonic  # for when things run
         self._domains: dict[str, DomainConfig] = {}
+        # Watched although not configured (e.g. /probe targets), until drop_transient().
+        self._transient: dict[str, DomainConfig] = {}
+        self.unlisted: frozenset[str] = frozenset()  # transient and not configured; any thread
         self._heap: list[tuple[float, int, str, str]] = []
         # (domain, check) -> seq of its live heap entry; older entries for it are stale.
         self._scheduled: dict[tuple[str, str], int] = {}
@@ -129,19 +132,50 @@ class Scheduler:
 
     def _sync_domains(self, config: Config) -> None:
         self._domains = {d.name: d for d in config.domains}
-        # Forget the schedule of removed domains, so that one added back is checked at once.
-        self._scheduled = {k: v for k, v in self._scheduled.items() if k[0] in self._domains}
-        self._refreshed = {k: v for k, v in self._refreshed.items() if k[0] in self._domains}
-        self.store.sync((d.name, d.labels, d.nameservers) for d in config.domains)
+        self._sync_store()
         self.metrics.domains.set(len(config.domains))
         if not config.domains:
             log.warning("no domains configured: nothing is being watched")
-        for check in self.checks.values():
-            check.forget(set(self._domains))
         for name in self._domains:
             status = self.store.get(name)
             if status is not None:
                 self._observe(name, "config", status)
+
+    def _sync_store(self) -> None:
+        """Configured domains first, then transient ones the config does not list."""
+        for name, domain in self._transient.items():
+            self._domains.setdefault(name, domain)
+        configured = {d.name for d in self.config.domains}
+        self.unlisted = frozenset(n for n in self._transient if n not in configured)
+        # Forget the schedule of removed domains, so that one added back is checked at once.
+        self._scheduled = {k: v for k, v in self._scheduled.items() if k[0] in self._domains}
+        self._refreshed = {k: v for k, v in self._refreshed.items() if k[0] in self._domains}
+        self.store.sync((d.name, d.labels, d.nameservers) for d in self._domains.values())
+        for check in self.checks.values():
+            check.forget(set(self._domains))
+
+    def add_transient(self, domain: DomainConfig) -> None:
+        """Watch a domain the config does not list (a /probe target) like any other, until
+        drop_transient(); its first checks are due at once, paced like every other. A name the
+        config lists is only remembered, so that it stays watched if a reload removes it."""
+        if domain.name in self._transient:
+            return
+        self._transient[domain.name] = domain
+        if domain.name in self._domains:
+            return
+        self._domains[domain.name] = domain
+        self._sync_store()
+        if self.ready:
+            self._schedule_missing()
+
+    def drop_transient(self, name: str) -> None:
+        """Stop watching a domain added by add_transient(); a configured one stays."""
+        if self._transient.pop(name, None) is None:
+            return
+        if any(d.name == name for d in self.config.domains):
+            return
+        self._domains.pop(name, None)
+        self._sync_store()
 
     async def apply_config(self, config: Config) -> None:
         """Swap in a validated config. Known domains keep their results and schedule; new ones

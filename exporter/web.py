@@ -1,5 +1,6 @@
-"""The HTTP side: /metrics, a landing page, health/readiness, POST /-/reload, and the optional
-Prometheus web-config file (TLS and basic auth). The server itself is exporter.httpserver."""
+"""The HTTP side: /metrics (or --web.telemetry-path), the status page, /probe, health/readiness,
+POST /-/reload, and the optional Prometheus web-config file (TLS and basic auth). The server
+itself is exporter.httpserver; the status page is exporter.statuspage, /probe exporter.probe."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import enum
 import gzip
 import hashlib
+import html
 import logging
 import os
 import re
@@ -20,7 +22,14 @@ from typing import Any
 
 import bcrypt
 import yaml
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from exporter import __version__
 
@@ -28,6 +37,7 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 LANDING = """<!doctype html>
 <html><head><title>domainwatch</title></head>
@@ -35,7 +45,7 @@ LANDING = """<!doctype html>
 <h1>domainwatch {version}</h1>
 <p>Prometheus exporter for domain registration, delegation and contact health.</p>
 <ul>
-<li><a href="metrics">/metrics</a>: last known results of the background checks</li>
+<li><a href="{telemetry}">{telemetry_path}</a>: last known results of the background checks</li>
 <li><a href="-/healthy">/-/healthy</a>, <a href="-/ready">/-/ready</a></li>
 <li><code>POST /-/reload</code>: re-read the configuration file</li>
 </ul>
@@ -253,6 +263,27 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/-/ready": READ,
     "/-/reload": ("POST",),
 }
+PROBE_PATH = "/probe"
+API_PREFIX = "/api/v1/domains"  # and /api/v1/domains/NAME
+_TELEMETRY_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
+
+
+def check_telemetry_path(path: str) -> str:
+    """--web.telemetry-path: an absolute URL path that no other endpoint uses."""
+    if not _TELEMETRY_PATH.fullmatch(path) or "//" in path:
+        raise ValueError(f"{path!r} is not an absolute URL path such as /metrics")
+    taken = {p for p in ROUTES if p != "/metrics"} | {PROBE_PATH}
+    if path in taken or path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        raise ValueError(f"{path!r} is already used by another endpoint")
+    return path
+
+
+def register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """process_* (CPU, memory, open files, start time), python_info and python_gc_* on the
+    exporter's own registry, as every Prometheus exporter serves them."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 def make_app(
@@ -262,12 +293,23 @@ def make_app(
     users: dict[str, str] | None = None,
     domain_exposition: Callable[[], bytes] | None = None,
     domain_chunks: Callable[..., list[bytes]] | None = None,
+    *,
+    telemetry_path: str = "/metrics",
+    pages: WsgiApp | None = None,
+    probe: WsgiApp | None = None,
 ) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
     """`registry` holds the exporter's own metrics; the per-domain families are appended to
     them, from `domain_chunks` (DomainCollector.exposition_chunks: cached chunks, cached gzip
-    members when the client takes gzip) or else `domain_exposition`. HEAD is answered like GET;
-    the server leaves out the body."""
+    members when the client takes gzip) or else `domain_exposition`. They are served on
+    `telemetry_path`. `pages` (exporter.statuspage) answers `/` and /api/v1/domains[/NAME],
+    else `/` is a plain landing page; `probe` (exporter.probe) answers /probe. HEAD is
+    answered like GET; the server leaves out the body."""
     auth = BasicAuth(users) if users else None
+    routes = dict(ROUTES)
+    del routes["/metrics"]
+    routes[telemetry_path] = READ
+    if probe is not None:
+        routes[PROBE_PATH] = READ
 
     def metrics_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
@@ -312,7 +354,9 @@ def make_app(
                 [("WWW-Authenticate", 'Basic realm="domainwatch"'), ("Content-Type", "text/plain")],
             )
             return [b"Unauthorized\n"]
-        allowed = ROUTES.get(path)
+        allowed = routes.get(path)
+        if allowed is None and pages is not None and path.startswith(API_PREFIX):
+            allowed = READ
         if allowed is None:
             return _text(start_response, "404 Not Found", "Not found\n")
         if method not in allowed:
@@ -321,8 +365,10 @@ def make_app(
                 [("Allow", ", ".join(allowed)), ("Content-Type", "text/plain; charset=utf-8")],
             )
             return [f"Method not allowed; use {' or '.join(allowed)}\n".encode()]
-        if path == "/metrics":
+        if path == telemetry_path:
             return metrics_app(environ, start_response)
+        if path == PROBE_PATH and probe is not None:
+            return probe(environ, start_response)
         if path == "/-/healthy":
             return _text(start_response, "200 OK", "OK\n")
         if path == "/-/ready":
@@ -334,7 +380,13 @@ def make_app(
             if error:
                 return _text(start_response, "500 Internal Server Error", error + "\n")
             return _text(start_response, "200 OK", "Reloaded\n")
-        body = LANDING.format(version=__version__).encode()
+        if pages is not None:
+            return pages(environ, start_response)
+        body = LANDING.format(
+            version=__version__,
+            telemetry=html.escape(telemetry_path.lstrip("/"), quote=True),
+            telemetry_path=html.escape(telemetry_path),
+        ).encode()
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
         return [body]
 
