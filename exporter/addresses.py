@@ -20,6 +20,7 @@ still names the host, because httpx keeps using the URL with the name in it.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import ssl
 from collections.abc import Iterable
@@ -68,6 +69,7 @@ _NOT_GLOBAL_V6 = tuple(
     )
 )
 
+_CONNECT_TRY = 3.0  # seconds for one address when more are left to try
 _MAX_PINS = 4096  # registrars come and go; never grow without bound
 _NAT64 = IPv6Network("64:ff9b::/96")  # well-known prefix: the last 32 bits are the IPv4 target
 _TEREDO = IPv6Network("2001::/32")
@@ -145,16 +147,18 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         if not addresses:
             # Fail closed: resolving here would defeat the check.
             raise httpcore.ConnectError(f"{host}: no checked address pinned")
-        failure: httpcore.ConnectError | None = None
-        for address in addresses:
-            try:
+        # Addresses in the resolver's order, one after the other. Without happy eyeballs, an
+        # address that swallows SYNs (IPv6 without a route upstream) would eat the whole
+        # timeout, so every address but the last gets a shorter try.
+        for address in addresses[:-1]:
+            attempt = timeout if timeout is None else min(timeout, _CONNECT_TRY)
+            with contextlib.suppress(httpcore.ConnectError, httpcore.ConnectTimeout):
                 return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
+                    address, port, attempt, local_address, socket_options
                 )
-            except httpcore.ConnectError as exc:  # next address; a timeout ends the attempt
-                failure = exc
-        assert failure is not None
-        raise failure
+        return await self._inner.connect_tcp(
+            addresses[-1], port, timeout, local_address, socket_options
+        )
 
     async def connect_unix_socket(
         self,

@@ -540,6 +540,26 @@ def test_connection_goes_to_the_pinned_address_with_sni_and_host(
         assert seen.host == f"pinned.hostile.test:{srv.port}"
 
 
+def test_pinned_addresses_are_tried_in_order(
+    hosts: list[HostileServer], fault_ca_file: Path
+) -> None:
+    """A name with several addresses: a dead one first (nothing listens on 127.81.1.250), then
+    the server. Only pinned addresses are used, so the fallback is ours, not a new lookup."""
+    srv = hosts[3]
+    srv.set("/domain/multi.pin", good("multi.pin"))
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.81.1.250", srv.address]
+
+    settings = client_settings(
+        fault_ca_file, {"pin": f"https://pinned.hostile.test:{srv.port}/"},
+        allow_private_addresses=False,
+    )
+    lookup, seconds = timed_lookup(settings, "multi.pin", factory=CheckingClient, resolve=resolve)
+    assert lookup.error is None, lookup
+    assert seconds < TIMEOUT
+
+
 def test_pinning_keeps_certificate_name_checks(
     hosts: list[HostileServer], fault_ca_file: Path
 ) -> None:
