@@ -21,6 +21,8 @@ from typing import Any, NoReturn
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__, report
+from exporter.capacity import CapacityCollector
+from exporter.checks.registration import RegistrationCheck
 from exporter.collector import DomainCollector
 from exporter.config import Config, ConfigError, DomainConfig, config_warnings, load_config
 from exporter.httpserver import HttpServer, ListenError, bind
@@ -30,6 +32,7 @@ from exporter.probe import ListedView, Prober
 from exporter.rdap import RdapClient
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import ExporterMetrics
+from exporter.shard import Shard, ShardError, from_flags
 from exporter.statuspage import StatusPages
 from exporter.store import DomainStatus, StatusStore
 from exporter.web import (
@@ -71,6 +74,39 @@ def _common_flags(p: argparse.ArgumentParser, config_default: str | None) -> Non
     p.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
 
 
+def _shard_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the configured domains over N replicas (rendezvous hashing; default 1)",
+    )
+    p.add_argument(
+        "--shard.index",
+        dest="shard_index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="this replica's shard, 0 to N-1",
+    )
+    p.add_argument(
+        "--shard.index-from-hostname",
+        dest="shard_from_hostname",
+        action="store_true",
+        help="take the shard index from the hostname's trailing -<number> (StatefulSet pod "
+        "ordinal)",
+    )
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    try:
+        return from_flags(args.shard_count, args.shard_index, args.shard_from_hostname)
+    except ShardError as exc:
+        raise StartupError(str(exc)) from exc
+
+
 def _serve_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="domainwatch",
@@ -78,6 +114,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         "mailboxes. Sub-command: 'domainwatch check DOMAIN...' (see 'domainwatch check -h').",
     )
     _common_flags(p, "config.yaml")
+    _shard_flags(p)
     p.add_argument(
         "--web.listen-address",
         dest="listen",
@@ -119,6 +156,7 @@ def _check_parser() -> argparse.ArgumentParser:
         "1 needs attention, 2 could not check.",
     )
     _common_flags(p, None)  # optional for check: defaults apply without a file
+    _shard_flags(p)  # only when given: `check` checks every named domain otherwise
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("domains", nargs="+", metavar="DOMAIN")
     return p
@@ -148,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
+    args.shard = _shard(args)  # before the config: a wrong pod ordinal is the first thing said
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
@@ -157,7 +196,11 @@ def _run_daemon(args: argparse.Namespace) -> int:
     if args.config_check:
         for warning in config_warnings(config):
             print(f"{args.config_file}: warning: {warning}")
-        print(f"{args.config_file}: OK, {len(config.domains)} domains")
+        mine = ""
+        if args.shard is not None:
+            owned = sum(args.shard.owns(d.name) for d in config.domains)
+            mine = f" ({owned} in shard {args.shard.index} of {args.shard.count})"
+        print(f"{args.config_file}: OK, {len(config.domains)} domains{mine}")
         return 0
     try:
         check_telemetry_path(args.telemetry_path)
@@ -265,7 +308,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     registry = CollectorRegistry()
     register_runtime_collectors(registry)
-    metrics, store, rdap, scheduler = _wire(config, registry, args.state_file)
+    metrics, store, rdap, scheduler = _wire(config, registry, args.state_file, args.shard)
     # /metrics and the status page never show domains watched only because /probe asked.
     listed = ListedView(store, lambda: scheduler.unlisted)
     # Not registered: /metrics appends its cached text rendering to the registry's output.
@@ -354,6 +397,20 @@ def _run_check(args: argparse.Namespace) -> int:
             print(f"error: {raw!r} is not a domain name", file=sys.stderr)
             return 2
         domains[name] = known.get(name) or DomainConfig(name=name)
+    try:
+        shard = from_flags(args.shard_count, args.shard_index, args.shard_from_hostname)
+    except ShardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if shard is not None:
+        others = [name for name in domains if not shard.owns(name)]
+        if others:
+            print(
+                f"skipped {len(others)} domain(s) of other shards than {shard.index} of "
+                f"{shard.count}: {' '.join(others)}",
+                file=sys.stderr,
+            )
+        domains = {name: d for name, d in domains.items() if shard.owns(name)}
     config = replace(config, domains=tuple(domains.values()))
     statuses = asyncio.run(_check(config))
     now = time.time()
@@ -365,7 +422,10 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _wire(
-    config: Config, registry: CollectorRegistry, state_file: str | None = None
+    config: Config,
+    registry: CollectorRegistry,
+    state_file: str | None = None,
+    shard: Shard | None = None,
 ) -> tuple[ExporterMetrics, StatusStore, RdapClient, Scheduler]:
     """config -> scheduler -> probes -> store: the same wiring for the daemon and `check`."""
     metrics = ExporterMetrics(registry)
@@ -373,7 +433,17 @@ def _wire(
     # One cap on network operations, shared by RDAP requests, DNS and mail checks.
     limiter = asyncio.Semaphore(config.concurrency)
     rdap = RdapClient(config.rdap, limiter=limiter, record=metrics.record_rdap)
-    scheduler = Scheduler(config, store, rdap, metrics, limiter, state_file=state_file)
+    scheduler = Scheduler(config, store, rdap, metrics, limiter, state_file=state_file, shard=shard)
+    registration = scheduler.checks["rdap"]
+    assert isinstance(registration, RegistrationCheck)
+    registry.register(
+        CapacityCollector(
+            backlog=scheduler.backlog,
+            cycles=registration.cycles,
+            config_domains=lambda: len(scheduler.config.domains),
+            shard=shard,
+        )
+    )
     return metrics, store, rdap, scheduler
 
 

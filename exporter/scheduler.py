@@ -32,6 +32,7 @@ from exporter.checks.registration import RegistrationCheck
 from exporter.config import Config, DomainConfig
 from exporter.rdap import RdapClient
 from exporter.selfmetrics import ExporterMetrics
+from exporter.shard import Shard, ShardFilter
 from exporter.store import CheckState, DomainStatus, StatusStore
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ class Scheduler:
         state_file: str | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        shard: Shard | None = None,
     ) -> None:
         self.config = config
+        self.shard = shard  # None: every configured domain is this replica's
+        self._shard_filter = ShardFilter(shard)
         self.store = store
         self.rdap = rdap
         self.metrics = metrics
@@ -95,6 +99,9 @@ class Scheduler:
                 ContactsCheck(self, rdap),
             )
         }
+        # check -> runs waiting in a lane's queue (domainwatch_check_backlog), kept as counters
+        # so that a scrape reads them in O(checks).
+        self._backlog: dict[str, int] = dict.fromkeys(self.checks, 0)
         self.ready = False
         self._sync_domains(config)
 
@@ -131,11 +138,21 @@ class Scheduler:
     # --- configuration -----------------------------------------------------------------------
 
     def _sync_domains(self, config: Config) -> None:
-        self._domains = {d.name: d for d in config.domains}
+        # With --shard.*, this replica watches only its shard; a reload re-filters the new list.
+        mine = self._shard_filter.select(config.domains)
+        self._domains = {d.name: d for d in mine}
         self._sync_store()
-        self.metrics.domains.set(len(config.domains))
+        self.metrics.domains.set(len(mine))
         if not config.domains:
             log.warning("no domains configured: nothing is being watched")
+        elif self.shard is not None:
+            log.info(
+                "shard %d of %d: watching %d of %d configured domains",
+                self.shard.index,
+                self.shard.count,
+                len(mine),
+                len(config.domains),
+            )
         for name in self._domains:
             status = self.store.get(name)
             if status is not None:
@@ -259,6 +276,12 @@ class Scheduler:
         finally:
             self._requested_once = None
 
+    def backlog(self) -> dict[str, int]:
+        """check -> runs due but not started. Due heap entries move to their lane's queue the
+        moment they are due, so the queues hold the whole backlog; up to `concurrency` runs
+        per lane more may be started and waiting for their RDAP server's pace."""
+        return dict(self._backlog)  # one C call: safe to read from the scrape thread
+
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
@@ -280,6 +303,7 @@ class Scheduler:
             return
         lane.queue.append((domain, kind))
         lane.queued.add((domain, kind))
+        self._backlog[kind] = self._backlog.get(kind, 0) + 1
         if lane.worker is None or lane.worker.done():
             lane.worker = self._spawn(self._lane_worker(lane))
 
@@ -292,6 +316,7 @@ class Scheduler:
                 break
             domain, kind = lane.queue.popleft()
             lane.queued.discard((domain, kind))
+            self._backlog[kind] -= 1
             self._spawn(self._run_job(domain, kind, lane.slots))
 
     async def _run_job(self, domain: str, kind: str, slots: asyncio.Semaphore) -> None:
