@@ -85,6 +85,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from exporter import addresses
 from exporter.config import DnsSettings, EmailSettings, split_host_port
 from exporter.names import InvalidName, to_alabel
 from exporter.suffixes import registrable_domain
@@ -475,15 +476,16 @@ def usable_address(text: str, allow_private: bool) -> bool:
     Unspecified and multicast addresses are never usable; an IPv4-mapped IPv6 address is judged
     by its IPv4 part so `::ffff:10.0.0.1` cannot slip past the private check.
     """
-    try:
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
-    except ValueError:
+    ip = addresses.parse_ip(text)
+    if ip is None:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_unspecified or ip.is_multicast:
         return False
-    return allow_private or ip.is_global
+    # The same policy as RDAP: NAT64, 6to4, Teredo and IPv4-compatible forms of a private
+    # IPv4 address are private too.
+    return allow_private or addresses.refusal(ip) is None
 
 
 def _is_ip_literal(name: dns.name.Name) -> bool:

@@ -431,6 +431,10 @@ def test_deadline_cuts_a_slow_lookup_and_says_so(
         ("::", True, False),
         ("224.0.0.1", True, False),
         ("not-an-ip", True, False),
+        # NAT64, 6to4 and IPv4-compatible forms of a private IPv4 address are private too.
+        ("64:ff9b::7f00:1", False, False),
+        ("2002:7f00:1::1", False, False),
+        ("::7f00:1", False, False),
     ],
 )
 def test_usable_address(address: str, allow_private: bool, usable: bool) -> None:
