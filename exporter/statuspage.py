@@ -191,6 +191,7 @@ td ul{margin:0;padding-left:1.1rem}
 .unknown .verdict{background:#ffe9b3;color:#7a5200}
 .ok .verdict{background:#dfd;color:#060}
 .muted{color:#777}
+td.expiry{white-space:nowrap}
 """
 
 
@@ -201,9 +202,9 @@ def render_page(all_rows: list[Row], shown: list[Row], f: Filters, telemetry_pat
     e = escape
     telemetry = e(telemetry_path.lstrip("/") or ".", quote=True)
     options = "".join(
-        f'<option value="{v}"{" selected" if f.status == v else ""}>{v}</option>'
+        f'<option value="{v}"{" selected" if f.status == v else ""}>{v or "any"}</option>'
         for v in ("", *VERDICTS)
-    ).replace('<option value=""></option>', '<option value="">any</option>')
+    )
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
     out = [
         "<!doctype html>",
