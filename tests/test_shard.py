@@ -15,17 +15,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 from prometheus_client import CollectorRegistry
 
 from exporter import cli, shard
 from exporter.config import Config, DomainConfig
 from exporter.shard import Shard, ShardError, ShardFilter, from_flags, index_from_hostname, owner
 from tests.support.exporter_proc import REPO_ROOT, ExporterProcess, Scrape, _child_env, run_check
+from tests.support.promstack import PromStack, wait_until
+from tests.support.rdapserver import RdapServer, Reply, make_domain, write_bootstrap, write_ca
 
 DEAD_ROOT = "127.91.0.1:9"  # nothing listens: DNS checks fail fast, no test depends on them
 LISTEN = "127.91.0.1:0"  # never bound: the flags are refused first
@@ -475,3 +480,141 @@ def test_check_ignores_sharding_unless_asked(tmp_path: Path) -> None:
     )
     assert [d["domain"] for d in json.loads(done.stdout)["domains"]] == mine, done.stderr
     assert f"skipped {len(names) - len(mine)} domain(s) of other shards than 2 of 3" in done.stderr
+
+
+# --- two replicas behind one Prometheus, with the shipped rules --------------------------------
+
+REGISTRY_HOST = "127.91.2.1"
+
+
+def _split(count: int, per_shard: list[int]) -> list[list[str]]:
+    """Test domain names, `per_shard[i]` of them owned by shard i of `count`."""
+    out: list[list[str]] = [[] for _ in range(count)]
+    i = 0
+    while any(len(out[k]) < n for k, n in enumerate(per_shard)):
+        name = f"s{i}.test"
+        k = owner(name, count)
+        if len(out[k]) < per_shard[k]:
+            out[k].append(name)
+        i += 1
+    return out
+
+
+def _rules_config(path: Path, tmp: Path, names: list[str]) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "rdap": {
+                    "bootstrap": str(tmp / "bootstrap.json"),
+                    "ca_file": str(tmp / "ca.pem"),
+                    "allow_private_addresses": True,
+                    # 1 request/s and 4 s: a cycle of 5 domains does not fit, one of 3 does.
+                    "interval": "4s",
+                    "hold_interval": "4s",
+                    "timeout": "1s",
+                    "requests_per_second": 1,
+                },
+                "dns": {"root_servers": [DEAD_ROOT], "interval": "1h", "timeout": "0.2s"},
+                "domains": names,
+            }
+        )
+    )
+    return path
+
+
+def test_two_replicas_behind_one_prometheus(tmp_path: Path) -> None:
+    zero, one = _split(2, [5, 3])
+    held = {zero[0], zero[1], one[0]}
+    expiry = datetime.now(UTC) + timedelta(days=200)
+    ca = trustme.CA()
+    procs: list[ExporterProcess] = []
+    stack: PromStack | None = None
+    with RdapServer(ca, host=REGISTRY_HOST) as registry:
+        for name in zero + one:
+            statuses = ["client hold"] if name in held else ["active"]
+            body = make_domain(name, expiry, statuses, [f"ns1.{name}"], "Registrar", "9999")
+            registry.set_domain(name, Reply(body=body))
+        write_ca(ca, tmp_path / "ca.pem")
+        write_bootstrap(tmp_path / "bootstrap.json", {"test": registry})
+        config = _rules_config(tmp_path / "config.json", tmp_path, zero + one)
+        try:
+            procs = [
+                ExporterProcess(
+                    config,
+                    tmp_path / f"r{i}",
+                    extra_args=("--shard.count", "2", "--shard.index", str(i)),
+                )
+                for i in range(2)
+            ]
+            _start_all(procs)
+            instance = {i: f"127.0.0.1:{p.port}" for i, p in enumerate(procs)}
+            stack = PromStack(tmp_path / "stack", list(instance.values())).start()
+            prom = stack.prometheus
+
+            def firing(alertname: str) -> list[dict[str, str]]:
+                return [
+                    a["labels"]
+                    for a in prom.alerts()
+                    if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+                ]
+
+            # Every domain reaches Prometheus exactly once, from the replica that owns it.
+            def once_each() -> bool:
+                rows = prom.query(
+                    "count by (domain, instance) "
+                    '(domain_check_success{job="domainwatch",check="rdap"})'
+                )
+                seen = [(r["metric"]["domain"], r["metric"]["instance"]) for r in rows]
+                return sorted(seen) == sorted(
+                    [(n, instance[0]) for n in zero] + [(n, instance[1]) for n in one]
+                )
+
+            wait_until(once_each, timeout=30, message=lambda: stack.logs())
+            # The README's coverage check holds.
+            assert prom.query(
+                'sum(domainwatch_domains{job="domainwatch"}) == '
+                'max(domainwatch_config_domains{job="domainwatch"})'
+            ), "sum of the shards is not the config"
+
+            # Per-domain alerts fire once per domain, labelled with the owning replica.
+            def holds() -> list[tuple[str, str]]:
+                return sorted((a["domain"], a["instance"]) for a in firing("DomainOnHold"))
+
+            wait_until(lambda: len(holds()) == 3, timeout=20, message=lambda: str(prom.alerts()))
+            assert holds() == sorted(
+                [(zero[0], instance[0]), (zero[1], instance[0]), (one[0], instance[1])]
+            )
+            # Capacity: only the replica with 5 domains (5 s a cycle) exceeds the 4 s interval.
+            wait_until(
+                lambda: firing("DomainwatchRdapCycleTooLong"),
+                timeout=15,
+                message=lambda: str(prom.alerts()),
+            )
+            too_long = firing("DomainwatchRdapCycleTooLong")
+            assert [(a["instance"], a["server"]) for a in too_long] == [
+                (instance[0], registry.hostport)
+            ]
+
+            # Shard 1's share empties (its domains leave the config): it is not "no domains".
+            _rules_config(config, tmp_path, zero)
+            for p in procs:
+                assert p.proc is not None
+                p.proc.send_signal(signal.SIGHUP)
+            wait_until(
+                lambda: prom.query(
+                    f'domainwatch_domains{{job="domainwatch",instance="{instance[1]}"}} == 0'
+                ),
+                timeout=15,
+                message="shard 1 reloaded to an empty share",
+            )
+            quiet_until = time.monotonic() + 5  # `for:` is 2 s in this stack, evaluation 1 s
+            while time.monotonic() < quiet_until:
+                assert not [
+                    a for a in prom.alerts() if a["labels"]["alertname"] == "DomainwatchNoDomains"
+                ], prom.alerts()
+                time.sleep(0.5)
+        finally:
+            if stack is not None:
+                stack.stop()
+            for p in procs:
+                p.stop()
