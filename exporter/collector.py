@@ -15,6 +15,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from exporter.expiry import effective_expiry, registration_sources
 from exporter.store import CHECKS, DomainStatus, StatusStore
 
 _CACHED = " Last known value from a background check, not measured at scrape time."
@@ -26,13 +27,15 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
         "expiry_days",
         "domain_expiry_days",
         "Days until the registration stops being paid for: the earlier of the registry's and "
-        "the registrar's expiration (negative once past)." + _CACHED,
+        "the registrar's expiration, or the configured `expires:` when the registry publishes "
+        "none (negative once past)." + _CACHED,
     ),
     (
         "expiry_ts",
         "domain_expiry_timestamp_seconds",
         "When the registration stops being paid for (the earlier of the registry's and the "
-        "registrar's expiration) as Unix time." + _CACHED,
+        "registrar's expiration, or the configured `expires:` when the registry publishes "
+        "none) as Unix time." + _CACHED,
     ),
     (
         "registry_expiry_ts",
@@ -48,8 +51,15 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "registered",
         "domain_registered",
-        "1 if the registry knows the domain, 0 if its RDAP answered 404, confirmed by a second "
-        "404 a hold interval later or by an authoritative NXDOMAIN at the parent." + _CACHED,
+        "1 if the registry knows the domain, 0 if its RDAP (404) or WHOIS (no match) said it "
+        "does not, confirmed by a second answer a hold interval later or by an authoritative "
+        "NXDOMAIN at the parent." + _CACHED,
+    ),
+    (
+        "source",
+        "domain_registration_source",
+        "1 per source of the registration data: rdap or whois (the registry protocol that "
+        "answered), config (the expiry is the configured `expires:`)." + _CACHED,
     ),
     (
         "hold",
@@ -300,8 +310,7 @@ def _line(name: str, labels: dict[str, str], value: float) -> str:
 
 
 def _expiry_days(s: DomainStatus, now: float) -> list[Sample]:
-    reg = s.rdap.registration if s.rdap else None
-    paid_until = reg.paid_until if reg is not None else None
+    paid_until, _source = effective_expiry(s)
     if paid_until is None:
         return []
     days = round((paid_until.timestamp() - now) / 86400.0, 4)
@@ -328,14 +337,16 @@ def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = Tru
         if not c.success and c.error:
             add("error", 1.0, check=kind, reason=c.error)
 
+    expiry, _source = effective_expiry(s)
+    if expiry is not None:
+        add("expiry_ts", expiry.timestamp())
+    if s.rdap is not None and s.rdap.registered is not None:
+        add("registered", 1.0 if s.rdap.registered else 0.0)
+    for source in registration_sources(s):
+        add("source", 1.0, source=source)
     if s.rdap is not None:
-        if s.rdap.registered is not None:
-            add("registered", 1.0 if s.rdap.registered else 0.0)
         reg = s.rdap.registration
         if reg is not None:
-            paid_until = reg.paid_until
-            if paid_until is not None:
-                add("expiry_ts", paid_until.timestamp())
             if reg.expiry is not None:
                 add("registry_expiry_ts", reg.expiry.timestamp())
             if reg.registrar_expiry is not None:

@@ -13,6 +13,7 @@ import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,16 @@ class RdapSettings:
 
 
 @dataclass(frozen=True)
+class WhoisSettings:
+    """WHOIS (port 43) for TLDs without RDAP (exporter/whois.py)."""
+
+    servers: Mapping[str, str] = field(default_factory=dict)  # TLD/suffix -> "host[:port]"
+    timeout: float = 10.0  # one deadline per query: connect, send, the whole answer
+    requests_per_second: float = 0.5  # per WHOIS server; registries ban eager clients
+    allow_private_addresses: bool = False
+
+
+@dataclass(frozen=True)
 class DnsSettings:
     resolvers: tuple[str, ...] = ()
     root_servers: tuple[str, ...] = ()
@@ -139,6 +150,9 @@ class DomainConfig:
     nameservers: tuple[str, ...] = ()  # normalised; empty = no expectation
     contacts: tuple[Contact, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Manual expiry (`expires: YYYY-MM-DD`, midnight UTC) for registries that publish none;
+    # used only when no registry source gives a date.
+    expires: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,7 @@ class Config:
     rdap: RdapSettings = field(default_factory=RdapSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
     email: EmailSettings = field(default_factory=EmailSettings)
+    whois: WhoisSettings = field(default_factory=WhoisSettings)
     domains: tuple[DomainConfig, ...] = ()
     concurrency: int = 32
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -378,12 +393,8 @@ def _read_rdap(r: _Reader, value: object) -> RdapSettings:
     )
     for tld, url in raw_servers.items():
         path = f"rdap.servers.{_key(tld)}"
-        try:
-            if len(tld) > _MAX_NAME_CHARS:
-                raise InvalidName(tld)
-            key = to_alabel(tld)
-        except InvalidName:
-            r.error(path, f"{_show(tld)} is not a TLD or suffix")
+        key = _suffix_key(r, tld, path)
+        if key is None:
             continue
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             r.error(path, f"{_show(url)} is not an http(s) URL")
@@ -408,6 +419,81 @@ def _read_rdap(r: _Reader, value: object) -> RdapSettings:
         allow_http=r.get(raw, "allow_http", "rdap", d.allow_http, _bool),
         hold_interval=r.get(raw, "hold_interval", "rdap", d.hold_interval, _positive_duration),
     )
+
+
+def _suffix_key(r: _Reader, tld: str, path: str) -> str | None:
+    """A TLD or suffix key of rdap.servers / whois.servers: ".de" and "de" are the same key
+    (the README once wrote ".de"), stored as the A-label without dots at either end."""
+    try:
+        if len(tld) > _MAX_NAME_CHARS:
+            raise InvalidName(tld)
+        return to_alabel(tld[1:] if tld.startswith(".") else tld)
+    except InvalidName:
+        r.error(path, f"{_show(tld)} is not a TLD or suffix")
+        return None
+
+
+def _whois_server(value: object) -> str:
+    """'host' or 'host:port' (IPv6 literal in brackets); a name or an IP literal."""
+    text = _string(value).strip()
+    host, port = split_host_port(text, 43)
+    if not 0 < port < 65536:
+        raise ValueError(f"{_show(text)} has an invalid port")
+    if host.startswith("[") or ":" in host or is_ip_literal(host):
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            return text
+        except ValueError:
+            raise ValueError(f"{_show(text)} is not a 'host' or 'host:port'") from None
+    try:
+        name = to_alabel(host)
+    except InvalidName:
+        raise ValueError(f"{_show(text)} is not a 'host' or 'host:port'") from None
+    if "." not in name:
+        raise ValueError(f"{_show(text)} is not a fully qualified host name")
+    return text
+
+
+def _read_whois(r: _Reader, value: object) -> WhoisSettings:
+    d = WhoisSettings()
+    raw = r.mapping(value, "whois", set(WhoisSettings.__dataclass_fields__))
+    servers: dict[str, str] = {}
+    raw_value = raw.get("servers")
+    raw_servers = r.mapping(
+        raw_value, "whois.servers", set(raw_value) if isinstance(raw_value, dict) else set()
+    )
+    for tld, server in raw_servers.items():
+        path = f"whois.servers.{_key(tld)}"
+        key = _suffix_key(r, tld, path)
+        if key is None:
+            continue
+        try:
+            servers[key] = _whois_server(server)
+        except ValueError as exc:
+            r.error(path, str(exc))
+    return WhoisSettings(
+        servers=servers,
+        timeout=r.get(raw, "timeout", "whois", d.timeout, _positive_duration),
+        requests_per_second=r.get(
+            raw, "requests_per_second", "whois", d.requests_per_second, _positive_number
+        ),
+        allow_private_addresses=r.get(
+            raw, "allow_private_addresses", "whois", d.allow_private_addresses, _bool
+        ),
+    )
+
+
+def _expiry_date(value: object) -> datetime:
+    """`expires: 2027-03-31` (YAML may hand us a date object or a string) -> midnight UTC."""
+    text = value
+    if isinstance(value, date) and not isinstance(value, datetime):
+        text = value.isoformat()
+    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise ValueError(f"{_show(value)} is not a date (use YYYY-MM-DD, e.g. 2027-03-31)")
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"{_show(value)} is not a valid date") from None
 
 
 def _read_dns(r: _Reader, value: object) -> DnsSettings:
@@ -472,7 +558,7 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
     if not isinstance(value, dict):
         r.error(path, f"must be a domain name or a mapping with 'name', got {_kind(value)}")
         return None
-    raw = r.mapping(value, path, {"name", "nameservers", "contacts", "labels"})
+    raw = r.mapping(value, path, {"name", "nameservers", "contacts", "labels", "expires"})
     if "name" not in raw:
         r.error(path, "missing required key 'name'")
         return None
@@ -532,6 +618,7 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
         nameservers=tuple(sorted(set(nameservers))),
         contacts=tuple(contacts),
         labels=labels,
+        expires=r.get(raw, "expires", path, None, _expiry_date),
     )
 
 
@@ -542,9 +629,10 @@ def parse_config(document: object) -> Config:
     if document is not None and not isinstance(document, dict):
         raise ConfigError([f"{_TOP}: must be a mapping, got {_kind(document)}"])
     raw = r.mapping(
-        document or {}, "", {"rdap", "dns", "email", "domains", "concurrency", "probe"}
+        document or {}, "", {"rdap", "whois", "dns", "email", "domains", "concurrency", "probe"}
     )
     rdap = _read_rdap(r, raw.get("rdap"))
+    whois = _read_whois(r, raw.get("whois"))
     probe = _read_probe(r, raw.get("probe"))
     dns = _read_dns(r, raw.get("dns"))
     email = _read_email(r, raw.get("email"))
@@ -570,6 +658,7 @@ def parse_config(document: object) -> Config:
         raise ConfigError(errors)
     return Config(
         rdap=rdap,
+        whois=whois,
         dns=dns,
         email=email,
         domains=tuple(domains),

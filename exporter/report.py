@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from exporter.cctlds import builtin_table
+from exporter.expiry import effective_expiry, registration_sources
 from exporter.names import to_unicode
 from exporter.registration import DYING_STATUSES, HOLD_STATUSES
 from exporter.store import DomainStatus
@@ -17,22 +19,56 @@ EXPIRY_WARNING_DAYS = 30.0
 SOURCES = ("expected", "registry", "parent", "child")
 
 
+def registration_hint(s: DomainStatus) -> str | None:
+    """What to do when the expiry is not watched: which config key to set, with the operator's
+    server when the curated table knows one. None when an expiry is watched (or the domain is
+    gone, or nothing is known yet)."""
+    if effective_expiry(s)[0] is not None or (s.rdap is not None and s.rdap.registered is False):
+        return None
+    tld = s.name.rsplit(".", 1)[-1]
+    row = builtin_table().lookup(s.name)
+    manual = (
+        f"add `expires: YYYY-MM-DD` (the renewal date your registrar shows) to {s.name} "
+        "under `domains:`"
+    )
+    if s.registry_source in ("rdap", "whois") and s.rdap is not None and s.rdap.registration:
+        who = row.operator if row else "the registry"
+        if row is not None and row.expiry_published is False:
+            return f"{who} publishes no expiry date for .{tld} domains: {manual}"
+        return f"the {s.registry_source.upper()} answer of {who} has no expiry date: {manual}"
+    if s.registry_source is None and s.check("rdap").error == "unsupported_tld":
+        key = f"whois.servers.{tld}"
+        if row is not None and row.whois_restricted:
+            where = f"{key}: {row.whois_restricted} (the operator's server; {row.operator} "
+            where += "answers registered clients only)"
+        elif row is not None and row.whois:
+            where = f"{key}: {row.whois} (the operator's server)"
+        else:
+            where = f"{key}: <host> or rdap.servers.{tld}: <URL> if the registry runs one"
+        return f"no RDAP or WHOIS service known for .{tld}: set {where}, or {manual}"
+    return None
+
+
 def problems(s: DomainStatus, now: float) -> list[str]:
     out: list[str] = []
+    expiry, _source = effective_expiry(s)
+    if expiry is not None:
+        days = (expiry.timestamp() - now) / 86400
+        if days <= 0:
+            out.append(f"expired {-days:.1f} days ago")
+        elif days < EXPIRY_WARNING_DAYS:
+            out.append(f"expires in {days:.1f} days")
+    hint = registration_hint(s)
+    if hint is not None:
+        out.append(f"expiry not watched: {hint}")
     if s.rdap is not None:
+        said = "404" if s.rdap.source == "rdap" else "not found"
         if s.rdap.registered is False:
-            out.append("not registered (registry answered 404, confirmed)")
+            out.append(f"not registered (registry answered {said}, confirmed)")
         elif s.rdap.not_found_since is not None:
-            out.append("registry answered 404 (not yet confirmed)")
+            out.append(f"registry answered {said} (not yet confirmed)")
         reg = s.rdap.registration
         if reg is not None:
-            paid_until = reg.paid_until
-            if paid_until is not None:
-                days = (paid_until.timestamp() - now) / 86400
-                if days <= 0:
-                    out.append(f"expired {-days:.1f} days ago")
-                elif days < EXPIRY_WARNING_DAYS:
-                    out.append(f"expires in {days:.1f} days")
             for st in reg.statuses:
                 if st in HOLD_STATUSES:
                     out.append(f"on hold ({st})")
@@ -61,14 +97,22 @@ def problems(s: DomainStatus, now: float) -> list[str]:
 
 def failed_checks(s: DomainStatus) -> list[str]:
     return [
-        f"{k} check failed: {c.error}" for k, c in sorted(s.checks.items()) if c.success is False
+        f"{k} check failed: {c.error}"
+        for k, c in sorted(s.checks.items())
+        # unsupported_tld is said, with what to do, by registration_hint
+        if c.success is False and c.error != "unsupported_tld"
     ]
 
 
 def verdict(s: DomainStatus, now: float) -> str:
     if problems(s, now):
         return "attention"
-    if failed_checks(s) or s.check("rdap").success is None:
+    # The registration check that serves the domain (rdap or whois) must have run; a domain
+    # watched by its configured expiry alone has none.
+    registration = s.registry_source if s.registry_source in ("rdap", "whois") else None
+    if failed_checks(s) or (registration and s.check(registration).success is None):
+        return "unknown"
+    if s.registry_source is None and s.check("rdap").success is None:
         return "unknown"
     return "ok"
 
@@ -86,19 +130,33 @@ def as_json(s: DomainStatus, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     reg = s.rdap.registration if s.rdap else None
     rdap_state = s.check("rdap")
+    whois_state = s.check("whois")
+    expiry, expiry_source = effective_expiry(s)
+    row = builtin_table().lookup(s.name)
     out: dict[str, Any] = {
         "domain": s.name,
         "unicode": to_unicode(s.name),
         "status": verdict(s, now),
         "problems": problems(s, now) + failed_checks(s),
+        # Where the registration is read from (even when that read failed), and what to do
+        # when no expiry is watched.
+        "registration": {
+            "source": s.registry_source,
+            "server": s.registry_server,
+            "sources": list(registration_sources(s)),
+            "expiry_source": expiry_source,
+            "expiry_published": row.expiry_published if row else None,
+            "operator": row.operator if row else None,
+            "hint": registration_hint(s),
+        },
+        "whois": {"success": whois_state.success, "error": whois_state.error},
         "rdap": {
             "success": rdap_state.success,
             "error": rdap_state.error,
             "registered": s.rdap.registered if s.rdap else None,
-            "expiry": reg.paid_until.isoformat() if reg and reg.paid_until else None,
-            "expiry_days": round((reg.paid_until.timestamp() - now) / 86400, 2)
-            if reg and reg.paid_until
-            else None,
+            # The watched expiry: the registry's, else the configured one (expiry_source).
+            "expiry": expiry.isoformat() if expiry else None,
+            "expiry_days": round((expiry.timestamp() - now) / 86400, 2) if expiry else None,
             "registry_expiry": reg.expiry.isoformat() if reg and reg.expiry else None,
             "registrar_expiry": reg.registrar_expiry.isoformat()
             if reg and reg.registrar_expiry
@@ -157,11 +215,16 @@ def as_table(statuses: list[DomainStatus], now: float | None = None) -> str:
     for s in statuses:
         j = as_json(s, now)
         r = j["rdap"]
+        reg_info = j["registration"]
         expiry = "unknown"
         if r["expiry"]:
             expiry = f"{r['expiry'][:10]} ({r['expiry_days']:.1f} days)"
+            if reg_info["expiry_source"] == "config":
+                expiry += " from domains[].expires"
         elif r["registered"] is False:
             expiry = "not registered"
+        elif reg_info["expiry_published"] is False:
+            expiry = f"not published by {reg_info['operator']}"
         lines = [
             f"{s.name}"
             + (f" ({j['unicode']})" if j["unicode"] != s.name else "")
@@ -170,7 +233,7 @@ def as_table(statuses: list[DomainStatus], now: float | None = None) -> str:
             f"  statuses    {', '.join(r['statuses']) or '-'}",
             f"  registrar   {r['registrar'] or '-'}"
             + (f" (IANA {r['registrar_iana_id']})" if r["registrar_iana_id"] else ""),
-            f"  rdap server {r['rdap_server'] or '-'}",
+            f"  source      {reg_info['source'] or '-'} {reg_info['server'] or ''}".rstrip(),
         ]
         sets = j["dns"]["nameservers"]
         names = sorted({ns for v in sets.values() if v for ns in v})

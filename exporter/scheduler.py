@@ -29,11 +29,13 @@ from exporter.checks import Check, Result, jittered
 from exporter.checks.contacts import ContactsCheck
 from exporter.checks.delegation import DelegationCheck
 from exporter.checks.registration import RegistrationCheck
+from exporter.checks.whois import WhoisCheck
 from exporter.config import Config, DomainConfig
 from exporter.rdap import RdapClient
 from exporter.selfmetrics import ExporterMetrics
 from exporter.shard import Shard, ShardFilter
 from exporter.store import CheckState, DomainStatus, StatusStore
+from exporter.whois import WhoisClient
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,12 @@ class Scheduler:
         # (domain, check) -> monotonic time of the last paced re-run another check asked for.
         self._refreshed: dict[tuple[str, str], float] = {}
         self._requested_once: set[tuple[str, str]] | None = None  # collects for check_once
+        self.whois = WhoisClient(config.whois, limiter=limiter)  # registries without RDAP
         self.checks: dict[str, Check] = {
             c.name: c
             for c in (
-                RegistrationCheck(self, rdap),
+                RegistrationCheck(self, rdap, self.whois),
+                WhoisCheck(self, rdap, self.whois),
                 DelegationCheck(self),
                 ContactsCheck(self, rdap),
             )

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from exporter.registration import Registration
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("rdap", "dns", "email")
+CHECKS = ("rdap", "whois", "dns", "email")
 STATE_VERSION = 2  # 2: generic field-by-field records (statefile.py); 1 still loads
 _READABLE_VERSIONS = (1, 2)
 
@@ -47,6 +48,9 @@ class RdapResult:
     registration: Registration | None  # None when not registered
     read_at: float | None = None  # Unix time the registration data above was read
     not_found_since: float | None = None  # first 404 of an unconfirmed (or confirmed) deletion
+    # Which check read it: "rdap", or "whois" for registries without RDAP (same semantics: a
+    # WHOIS not-found is confirmed like a 404).
+    source: str = "rdap"
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,15 @@ class DomainStatus:
     dns: DnsResult | None = None
     email: EmailResult | None = None
     checks: Mapping[str, CheckState] = field(default_factory=dict)
+    # `domains[].expires`, used when no registry gives a date. Set from the config on every
+    # sync and at start-up (checks/whois.py), so a value restored from the state file never
+    # outlives a config change.
+    manual_expiry: datetime | None = None
+    # Where the registration is read from ("rdap", "whois", "config", or None: nowhere) and the
+    # server ("https://...", "whois://host:port"): set by the registration checks on every run,
+    # so `check` can say what it used or would use, even after a failure.
+    registry_source: str | None = None
+    registry_server: str | None = None
 
     def check(self, kind: str) -> CheckState:
         return self.checks.get(kind) or CheckState()

@@ -203,6 +203,45 @@ STATUSES = [
         ),
         checks={"email": ok(NOW - 120)},
     ),
+    # Read over WHOIS (a registry without RDAP): the same series, source="whois", and the
+    # check label "whois"; the WHOIS server shows as whois://host in domain_info.
+    DomainStatus(
+        name="jprs.example",
+        rdap=RdapResult(
+            True,
+            "whois://whois.jprs.jp",
+            reg("jprs.example", statuses=("active",), registrar=None, registrar_iana_id=None),
+            read_at=NOW - 400,
+            source="whois",
+        ),
+        checks={"whois": ok(NOW - 400)},
+        registry_source="whois",
+        registry_server="whois://whois.jprs.jp",
+    ),
+    # A registry that publishes no expiry (DENIC): the configured `expires:` is exported, with
+    # source="config" beside source="whois"; the registry's own expiry series stay absent.
+    DomainStatus(
+        name="denic.example",
+        rdap=RdapResult(
+            True,
+            "whois://whois.denic.de",
+            reg(
+                "denic.example",
+                expiry=None,
+                statuses=("connect",),
+                registrar=None,
+                registrar_iana_id=None,
+            ),
+            read_at=NOW - 500,
+            source="whois",
+        ),
+        checks={"whois": ok(NOW - 500)},
+        manual_expiry=ts(400),
+        registry_source="whois",
+        registry_server="whois://whois.denic.de",
+    ),
+    # No RDAP, no WHOIS, only `expires:`: expiry from config, no registration check series.
+    DomainStatus(name="manual.example", manual_expiry=ts(20), registry_source="config"),
 ]
 
 
