@@ -33,6 +33,17 @@ has no route to (a UDP connect() fails with ENETUNREACH/EADDRNOTAVAIL/EAFNOSUPPO
 sent) is skipped with reason `no_route` and never makes a server lame; a reachable address that
 answers wrongly or not at all does (a dual-stack server with a dead IPv6 address is lame).
 
+Politeness at scale (issue 9): with a shared `zonecache.ZoneCache` (the exporter passes one; a
+bare call gets none, so each check then walks from the root), the walk starts from the deepest
+cached zone cut above the domain, the addresses of the servers on the way come from the cache,
+questions on the way down that other checks are asking right now are asked once, each zone's
+servers take turns being asked first, and a server that timed out is asked last for a while.
+The question for the domain's own NS set at its parent is never answered from the cache: that is
+the measurement. Only what a walk from the root learns goes into the cache (referrals from the
+zone asked, authoritative answers); in resolver mode the resolver is the cache. Every message
+is counted by the kind of server asked (`ServerKind`, the `server_kind` label of
+`domainwatch_dns_queries_total`).
+
 `nameserver_mismatch(parent, expected, registry)` is the pure comparison (B4, issue 7): the
 parent's set against the expected set when one is configured, else against the registry's.
 
@@ -42,6 +53,8 @@ Every name this module returns is a lower-case A-label without trailing dot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import errno
 import ipaddress
 import logging
@@ -61,6 +74,7 @@ import dns.rrset
 
 from exporter.config import DnsSettings, split_host_port
 from exporter.names import normalise_host
+from exporter.zonecache import RANK_ANSWER, RANK_GLUE, CachedServer, ZoneCache
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +125,17 @@ CheckError = Literal[
     "query_budget",
 ]
 QueryOutcome = Literal["success", "nxdomain", "timeout", "servfail", "refused", "error"]
+# Which servers a message went to, by the zone they were asked as servers of:
+# root      the root zone's servers;
+# tld       a top-level zone's servers (for a domain directly under a TLD this includes the
+#           question for the domain's own NS set: the TLD is its parent);
+# parent    the servers of any other zone above the domain (a parent below a multi-label public
+#           suffix such as co.uk, and the zones between it and its TLD);
+# child     the servers the parent delegates the domain to, and the servers of zones that only
+#           host the names of nameservers (looked up to reach them);
+# resolver  the configured recursive resolvers (RD=1).
+ServerKind = Literal["root", "tld", "parent", "child", "resolver"]
+SERVER_KINDS: tuple[ServerKind, ...] = ("root", "tld", "parent", "child", "resolver")
 
 _EDNS_PAYLOAD = 1232
 # Concurrent DNS messages in flight for one check (the children are probed in parallel); the
@@ -126,6 +151,12 @@ _MAX_CNAMES = 4
 _NO_ROUTE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 _Server = tuple[str, int]  # (address, port)
+# The questions on the way down that this task is asking right now (`ZoneCache.take_off`): a
+# lookup nested inside one of them never waits for itself. Other tasks of the same check (the
+# parallel child probes) do wait for each other, like different checks.
+_FLYING: contextvars.ContextVar[frozenset[tuple[object, ...]]] = contextvars.ContextVar(
+    "domainwatch_dns_flying", default=frozenset()
+)
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 
 
@@ -148,6 +179,8 @@ class Delegation:
     skipped: Mapping[str, SkipReason] = field(default_factory=dict)
     # "name address" of NS addresses not asked because this host has no route to them.
     unroutable: tuple[str, ...] = ()
+    # Messages by the kind of server they went to (ServerKind -> count; sums to `queries`).
+    query_kinds: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def child_sets_differ(self) -> bool:
@@ -227,16 +260,21 @@ async def check_delegation(
     *,
     extra_names: Iterable[str] = (),
     on_query: Callable[[str], None] | None = None,
+    on_query_kind: Callable[[str, str], None] | None = None,
+    cache: ZoneCache | None = None,
 ) -> Delegation:
     """Measure the delegation of `domain` (parent referral, child apex NS, lame servers).
 
     `extra_names` is accepted and ignored: only the servers the parent delegates to are asked
     (issue 7: probing stale registry or expected names made false "child" sets).
     `on_query(outcome)` is called once per DNS message sent (outcome: success, nxdomain,
-    timeout, servfail, refused, error); `Delegation.queries` is their number.
+    timeout, servfail, refused, error), and `on_query_kind(outcome, server_kind)` too, with the
+    kind of server asked (ServerKind); `Delegation.queries` is their number.
+    `cache`: zone cuts and server addresses shared with other checks (see the module doc); None
+    walks from the root with nothing remembered.
     """
     del extra_names
-    return await _Probe(domain, settings, on_query).check()
+    return await _Probe(domain, settings, on_query, on_query_kind, cache).check()
 
 
 class _Stopped(Exception):
@@ -279,6 +317,10 @@ class _Step:
     servers: list[_NsEntry] = field(default_factory=list)
     entry: _NsEntry | None = None  # the server that gave this response
     source: str = ""  # "name (address)" of that server, for logs
+    # A referral: the glue it carried (in the bailiwick of the zone asked), and how long the
+    # cut may be remembered (the smallest TTL of its NS set and that glue).
+    glue: Mapping[dns.name.Name, tuple[_Server, ...]] = field(default_factory=dict)
+    ttl: float = 0.0
 
 
 class _Gate:
@@ -294,23 +336,36 @@ class _Probe:
     """The state of one check: counters, the per-check caches and the query primitives."""
 
     def __init__(
-        self, domain: str, settings: DnsSettings, on_query: Callable[[str], None] | None
+        self,
+        domain: str,
+        settings: DnsSettings,
+        on_query: Callable[[str], None] | None,
+        on_query_kind: Callable[[str, str], None] | None = None,
+        cache: ZoneCache | None = None,
     ) -> None:
         self.domain_text = domain
         self.domain = dns.name.from_text(_display(domain))
         self.timeout = settings.timeout
         self.deadline = check_deadline(settings)
         self.on_query = on_query
+        self.on_query_kind = on_query_kind
         self.queries = 0
+        self.kinds: dict[str, int] = {}
         self.sent = 0
         self.exhausted = asyncio.Event()
         self.stopped = False
         self.sem = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self.resolvers = tuple(_server(s) for s in settings.resolvers)
-        roots = settings.root_servers or IANA_ROOT_SERVERS
-        # Known zone cuts -> their servers; the walk starts from the deepest known ancestor.
+        roots = tuple(_server(s) for s in settings.root_servers or IANA_ROOT_SERVERS)
+        # Only a walk from the root fills the shared cache: in resolver mode the parent zone and
+        # its servers are the resolver's word, which is no authoritative fact.
+        self.shared = cache if not self.resolvers else None
+        if self.shared is not None:
+            self.shared.bind(roots)
+        # Known zone cuts -> their servers; the walk starts from the deepest known ancestor
+        # (this check's own, then the shared cache's).
         self.cuts: dict[dns.name.Name, list[_NsEntry]] = {
-            dns.name.root: [_NsEntry(None, (_server(s),)) for s in roots]
+            dns.name.root: [_NsEntry(None, (s,)) for s in roots]
         }
         self.addresses: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], _Found] = {}
         self.routes: dict[str, bool] = {}
@@ -428,6 +483,7 @@ class _Probe:
             disagreeing=tuple(self.disagreeing),
             skipped=skipped,
             unroutable=tuple(self.unroutable),
+            query_kinds=dict(self.kinds),
         )
 
     def _children_error(self) -> CheckError | None:
@@ -474,7 +530,7 @@ class _Probe:
         async def family(
             rdtype: dns.rdatatype.RdataType,
         ) -> tuple[_Found, list[tuple[_Server, LameReason | set[str] | None]]]:
-            found = self.addresses.get((host, rdtype))
+            found = self._address_entry(host, rdtype)
             if found is None:
                 waits = not (gate.leader and rdtype == dns.rdatatype.A)
                 if waits:
@@ -525,7 +581,9 @@ class _Probe:
 
     async def _probe_address(self, ns: str, address: _Server) -> LameReason | set[str] | None:
         """The verdict of one address; None when this host has no route to it."""
-        reply = await self._send(self.domain, dns.rdatatype.NS, address, rd=False, tcp_retry=True)
+        reply = await self._send(
+            self.domain, dns.rdatatype.NS, address, rd=False, tcp_retry=True, kind="child"
+        )
         if reply.failure == "no_route":
             self.unroutable.append(f"{ns} {address[0]}")
             log.debug(
@@ -554,23 +612,84 @@ class _Probe:
         `chain` holds the NS names being resolved around this walk (cycle and depth guard).
         """
         zone = self._closest_cut(qname, strict=stop_at_cut)
+        waited: set[dns.name.Name] = set()
         for _ in range(_MAX_STEPS):
-            servers = self.cuts[zone]
-            step = await self._ask_zone(zone, servers, qname, rdtype, chain)
-            if stop_at_cut and _is_negative(step, qname):
-                step = await self._confirm_negative(zone, servers, qname, step, chain)
+            key = _flight_key(zone, qname, rdtype)
+            if self.shared is not None and zone not in waited and key not in _FLYING.get():
+                flight = self.shared.flight(key)
+                if flight is not None:
+                    # Another check is asking this zone the same way down right now: wait for
+                    # its referral (at most one query's time) instead of asking again.
+                    waited.add(zone)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.timeout):
+                            await flight.wait()
+                    if (
+                        not stop_at_cut
+                        and rdtype in _ADDRESS_TYPES
+                        and self._address_entry(qname, rdtype) is not None
+                    ):
+                        return _Step("glue", zone)
+                    deeper = self._closest_cut(qname, strict=stop_at_cut)
+                    if deeper != zone and deeper.is_subdomain(zone):
+                        zone = deeper
+                    continue
+            step = await self._ask_zone_once(zone, qname, rdtype, chain, key, stop_at_cut)
             if step.kind != "referral":
                 return step
             assert step.cut is not None
             if stop_at_cut and step.cut == qname:
                 return step
-            self.cuts[step.cut] = step.servers
             if rdtype in _ADDRESS_TYPES and (qname, rdtype) in self.addresses:
                 # The referral carried in-bailiwick glue for the very host we are looking
                 # up; that is what resolvers use to reach servers, so save the extra query.
                 return _Step("glue", zone)
             zone = step.cut
         return _Step("failed", zone, reason="invalid_response")
+
+    async def _ask_zone_once(
+        self,
+        zone: dns.name.Name,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        chain: tuple[dns.name.Name, ...],
+        key: tuple[object, ...],
+        stop_at_cut: bool,
+    ) -> _Step:
+        """One step of a walk; other checks that want the same step meanwhile wait for it, and
+        a referral on the way down is remembered (here and in the shared cache) before they
+        wake up."""
+        event = None
+        if self.shared is not None:
+            event = self.shared.take_off(key)
+        token = _FLYING.set(_FLYING.get() | {key})
+        try:
+            servers = self.cuts[zone]
+            step = await self._ask_zone(zone, servers, qname, rdtype, chain)
+            if stop_at_cut and _is_negative(step, qname):
+                step = await self._confirm_negative(zone, servers, qname, step, chain)
+            if step.kind == "referral" and not (stop_at_cut and step.cut == qname):
+                # The referral for the domain itself is the measurement: never remembered as
+                # a cut, so the next check asks the parent again.
+                self._remember_cut(step)
+            return step
+        finally:
+            _FLYING.reset(token)
+            if self.shared is not None and event is not None:
+                self.shared.land(key, event)
+
+    def _remember_cut(self, step: _Step) -> None:
+        assert step.cut is not None
+        self.cuts[step.cut] = step.servers
+        if self.shared is not None:
+            self.shared.put_cut(
+                step.cut,
+                tuple(
+                    CachedServer(e.name, step.glue.get(e.name) if e.name is not None else None)
+                    for e in step.servers
+                ),
+                step.ttl,
+            )
 
     async def _confirm_negative(
         self,
@@ -610,11 +729,29 @@ class _Probe:
 
     def _closest_cut(self, qname: dns.name.Name, *, strict: bool) -> dns.name.Name:
         name = qname.parent() if strict and qname != dns.name.root else qname
-        while name not in self.cuts and name != dns.name.root:
+        while name not in self.cuts and not self._cached_cut(name) and name != dns.name.root:
             name = name.parent()
         if name not in self.cuts:  # resolver mode: the only cut known is the parent zone
             return next(iter(self.cuts))
         return name
+
+    def _cached_cut(self, zone: dns.name.Name) -> bool:
+        """Take the cut `zone` from the shared cache into this check's, if it is there."""
+        if self.shared is None:
+            return False
+        cached = self.shared.cut(zone)
+        if cached is None:
+            return False
+        self.cuts[zone] = [
+            _NsEntry(
+                s.name,
+                s.addresses
+                if s.addresses is not None or s.name is None
+                else self._known_addresses(s.name),
+            )
+            for s in cached
+        ]
+        return True
 
     async def _ask_zone(
         self,
@@ -627,9 +764,8 @@ class _Probe:
         """Ask the servers of `zone` one after another until one gives a usable response
         (an authoritative answer or NXDOMAIN, or a referral further down)."""
         reasons: list[str] = []
-        # Names with known addresses first: they cost no extra lookups.
-        ordered = sorted(servers, key=lambda e: (e.addresses is None, str(e.name)))
-        for entry in ordered[:MAX_NS_PER_ZONE]:
+        kind = self._zone_kind(zone)
+        for entry in self._order(zone, servers)[:MAX_NS_PER_ZONE]:
             address = await self._walk_address(entry, chain)
             if isinstance(address, str):
                 reasons.append(address)
@@ -637,13 +773,17 @@ class _Probe:
             if address in self.silent:
                 reasons.append("timeout")
                 continue
-            reply = await self._send(qname, rdtype, address, rd=False, tcp_retry=False)
+            reply = await self._send(qname, rdtype, address, rd=False, tcp_retry=False, kind=kind)
             if reply.response is None:
                 assert reply.failure is not None
                 reasons.append(reply.failure)
                 if reply.failure == "timeout":
                     self.silent.add(address)
+                    if self.shared is not None:
+                        self.shared.timed_out(address)
                 continue
+            if self.shared is not None:
+                self.shared.answered(address)
             step = self._classify(reply.response, zone, qname)
             step.entry = entry
             step.source = _describe(entry, address)
@@ -661,6 +801,33 @@ class _Probe:
                 step.reason,
             )
         return _Step("failed", zone, reason=_worst(reasons))
+
+    def _order(self, zone: dns.name.Name, servers: list[_NsEntry]) -> list[_NsEntry]:
+        """The order to ask a zone's servers in. Names with known addresses first: they cost no
+        extra lookups. With the shared cache, each question starts one server further along
+        (every server of the zone shares the load) and a server that timed out lately goes
+        last; without it, configured order, then by name."""
+        ordered = sorted(servers, key=lambda e: str(e.name))  # stable: configured roots keep order
+        if self.shared is None:
+            return sorted(ordered, key=lambda e: e.addresses is None)
+        start = self.shared.turn(zone, len(ordered))
+        ordered = ordered[start:] + ordered[:start]
+        return sorted(ordered, key=lambda e: (self._backing_off(e), e.addresses is None))
+
+    def _backing_off(self, entry: _NsEntry) -> bool:
+        assert self.shared is not None
+        routable = [a for a in entry.addresses or () if self._routable(a[0])]
+        return bool(routable) and self.shared.backing_off(routable[0])
+
+    def _zone_kind(self, zone: dns.name.Name) -> ServerKind:
+        """The `server_kind` of a server asked as a server of `zone` (see ServerKind)."""
+        if zone == dns.name.root:
+            return "root"
+        if len(zone) == 2:  # one label and the root label
+            return "tld"
+        if zone != self.domain and self.domain.is_subdomain(zone):
+            return "parent"
+        return "child"
 
     async def _walk_address(
         self, entry: _NsEntry, chain: tuple[dns.name.Name, ...]
@@ -710,7 +877,26 @@ class _Probe:
                     _NsEntry(rr.target, glue.get(rr.target) or self._known_addresses(rr.target))
                     for rr in rrset
                 ]
-                return _Step("referral", zone, response, cut=cut, servers=entries)
+                targets = {rr.target for rr in rrset}
+                ttl = min(
+                    [rrset.ttl]
+                    + [
+                        g.ttl
+                        for g in response.additional
+                        if g.rdtype in _ADDRESS_TYPES
+                        and g.name in targets
+                        and g.name.is_subdomain(zone)
+                    ]
+                )
+                return _Step(
+                    "referral",
+                    zone,
+                    response,
+                    cut=cut,
+                    servers=entries,
+                    glue={n: a for n, a in glue.items() if n in targets},
+                    ttl=ttl,
+                )
             return _Step("failed", zone, reason="referral")
         return _not_authoritative(zone)
 
@@ -719,35 +905,51 @@ class _Probe:
     ) -> dict[dns.name.Name, tuple[_Server, ...]]:
         """Addresses from the additional section, only for names inside `zone` (bailiwick)."""
         found: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], list[_Server]] = {}
+        ttls: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], int] = {}
         for rrset in response.additional:
             if rrset.rdtype in _ADDRESS_TYPES and rrset.name.is_subdomain(zone):
                 key = (rrset.name, rrset.rdtype)
                 found.setdefault(key, []).extend((rr.address, 53) for rr in rrset)
+                ttls[key] = min(ttls.get(key, rrset.ttl), rrset.ttl)
         glue: dict[dns.name.Name, tuple[_Server, ...]] = {}
         for (name, rdtype), addrs in sorted(found.items(), key=lambda kv: kv[0][1]):  # A first
             unique = tuple(dict.fromkeys(addrs))
             self.addresses.setdefault((name, rdtype), _Found(unique, True))
             glue[name] = glue.get(name, ()) + unique
+            if self.shared is not None:
+                ttl = ttls[(name, rdtype)]
+                self.shared.put_addresses(name, rdtype, unique, ttl, rank=RANK_GLUE)
         return glue
 
     def _known_addresses(self, name: dns.name.Name) -> tuple[_Server, ...] | None:
-        known = [self.addresses.get((name, t)) for t in _ADDRESS_TYPES]
+        known = [self._address_entry(name, t) for t in _ADDRESS_TYPES]
         if all(k is None for k in known):
             return None
         return tuple(a for k in known if k is not None for a in k.addresses)
+
+    def _address_entry(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Found | None:
+        """What this check knows of `name`'s addresses of one type, else the shared cache."""
+        found = self.addresses.get((name, rdtype))
+        if found is None and self.shared is not None:
+            cached = self.shared.addresses(name, rdtype)
+            if cached is not None:
+                found = self.addresses[(name, rdtype)] = _Found(cached, True)
+        return found
 
     # -- addresses of NS names ---------------------------------------------------------------
 
     async def _lookup(
         self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, chain: tuple[dns.name.Name, ...]
     ) -> _Found:
-        """Addresses of one type for `name` (following CNAMEs), cached for this check."""
-        cached = self.addresses.get((name, rdtype))
+        """Addresses of one type for `name` (following CNAMEs), cached for this check and, from
+        authoritative answers in a walk from the root, in the shared cache for their TTL."""
+        cached = self._address_entry(name, rdtype)
         if cached is not None:
             return cached
         if len(chain) > _MAX_DEPTH:
             return _Found((), False)
         result = _Found((), True)  # a CNAME chain longer than _MAX_CNAMES: a broken name
+        ttl: float | None = None  # how long `result` may be shared (None: not at all)
         current = name
         for _ in range(_MAX_CNAMES):
             if self.resolvers:
@@ -758,22 +960,32 @@ class _Probe:
             else:
                 step = await self._iterate(current, rdtype, stop_at_cut=False, chain=chain)
                 if step.kind == "glue":
-                    result = self.addresses[(current, rdtype)]
+                    result = self._address_entry(current, rdtype) or _Found((), False)
                     break
                 if step.kind != "answer" or step.response is None:
                     # An authoritative NXDOMAIN is a fact; a failed walk is not.
                     result = _Found((), step.kind == "nxdomain")
+                    if step.kind == "nxdomain" and step.response is not None:
+                        ttl = _negative_ttl(step.response)
                     break
                 response = step.response
             if response.rcode() == dns.rcode.NXDOMAIN:
                 result = _Found((), True)
+                ttl = _negative_ttl(response)
                 break
             addresses, target = _addresses_from(response, current, rdtype)
             if addresses or target is None:
                 result = _Found(addresses, True)
+                ttl = (
+                    _answer_ttl(response, current, rdtype) if addresses else _negative_ttl(response)
+                )
                 break
             current = target  # a CNAME (RFC 2181 §10.3 forbids it for NS, but be lenient)
         self.addresses[(name, rdtype)] = result
+        # In root mode every answer here carried AA from a server of the name's zone (see
+        # _classify); answers reached through a CNAME are not shared (their TTLs differ).
+        if self.shared is not None and ttl is not None and current == name and result.definitive:
+            self.shared.put_addresses(name, rdtype, result.addresses, ttl, rank=RANK_ANSWER)
         return result
 
     # -- resolver mode -----------------------------------------------------------------------
@@ -819,7 +1031,9 @@ class _Probe:
         # A resolver that timed out once in this check is asked last, not first, every time.
         ordered = sorted(self.resolvers, key=lambda server: server in self.silent)
         for server in ordered:
-            reply = await self._send(qname, rdtype, server, rd=True, tcp_retry=False)
+            reply = await self._send(
+                qname, rdtype, server, rd=True, tcp_retry=False, kind="resolver"
+            )
             if reply.response is None:
                 assert reply.failure is not None
                 reasons.append(reply.failure)
@@ -842,6 +1056,7 @@ class _Probe:
         *,
         rd: bool,
         tcp_retry: bool,
+        kind: ServerKind,
     ) -> _Reply:
         """One question to one server: UDP (TCP on TC=1), with `tcp_retry` one TCP try after a
         UDP timeout, one retry without EDNS after FORMERR. Failures become `_Reply.failure`."""
@@ -855,15 +1070,15 @@ class _Probe:
                 q.flags &= ~dns.flags.RD
             try:
                 try:
-                    response = await self._message(q, host, port, tcp=False)
+                    response = await self._message(q, host, port, tcp=False, kind=kind)
                 except dns.exception.Timeout:
                     if not tcp_retry:
                         raise
                     # A lost datagram or a UDP-hostile path: one TCP try before calling it dead.
-                    response = await self._message(q, host, port, tcp=True)
+                    response = await self._message(q, host, port, tcp=True, kind=kind)
                 else:
                     if response.flags & dns.flags.TC:
-                        response = await self._message(q, host, port, tcp=True)
+                        response = await self._message(q, host, port, tcp=True, kind=kind)
             except dns.exception.Timeout as exc:
                 self._log_failure(qname, rdtype, host, "timeout", exc)
                 return _Reply(None, "timeout")
@@ -883,7 +1098,7 @@ class _Probe:
             return _Reply(response)
 
     async def _message(
-        self, q: dns.message.Message, host: str, port: int, *, tcp: bool
+        self, q: dns.message.Message, host: str, port: int, *, tcp: bool, kind: ServerKind
     ) -> dns.message.Message:
         """Send one message within the query budget and report its outcome exactly once."""
         async with self.sem:
@@ -914,7 +1129,7 @@ class _Probe:
                 outcome = "timeout"  # a cancelled message was sent and got no answer in time
                 raise
             finally:
-                self._count(outcome)
+                self._count(outcome, kind)
 
     def _routable(self, host: str) -> bool:
         known = self.routes.get(host)
@@ -922,10 +1137,13 @@ class _Probe:
             known = self.routes[host] = _has_route(host)
         return known
 
-    def _count(self, outcome: QueryOutcome) -> None:
+    def _count(self, outcome: QueryOutcome, kind: ServerKind) -> None:
         self.queries += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if self.on_query is not None:
             self.on_query(outcome)
+        if self.on_query_kind is not None:
+            self.on_query_kind(outcome, kind)
 
     def _log_failure(
         self,
@@ -1027,6 +1245,32 @@ def _addresses_from(
             return (), (None if current == name else current)
         current = cname[0].target
     return (), None
+
+
+def _answer_ttl(
+    response: dns.message.Message, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> float | None:
+    ttls = [r.ttl for r in response.answer if r.name == name and r.rdtype == rdtype]
+    return min(ttls) if ttls else None
+
+
+def _negative_ttl(response: dns.message.Message) -> float | None:
+    """RFC 2308 §5: a negative answer lives for min(SOA TTL, SOA MINIMUM); without a SOA it
+    says nothing about how long it holds, so it is not shared."""
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return None
+
+
+def _flight_key(
+    zone: dns.name.Name, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> tuple[object, ...]:
+    """Questions to `zone` that one referral answers alike: those towards the same child of
+    `zone` (the root asked for a.test and b.test both refers to test.). A question about that
+    child itself is keyed with its type too (its answer is about that name and type)."""
+    towards = qname.split(len(zone) + 1)[1] if len(qname) > len(zone) else qname
+    return (zone, towards, int(rdtype) if towards == qname else None)
 
 
 def _child_verdict(reply: _Reply, domain: dns.name.Name) -> LameReason | set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from exporter import __version__
+from exporter.nameservers import SERVER_KINDS
 
 DNS_OUTCOMES = ("success", "nxdomain", "timeout", "servfail", "refused", "error")
 SMTP_OUTCOMES = ("accepted", "rejected", "unknown")
@@ -39,8 +40,9 @@ class ExporterMetrics:
         )
         self.dns_queries = Counter(
             "domainwatch_dns_queries",
-            "DNS messages sent, by outcome.",
-            ["outcome"],
+            "DNS messages sent, by outcome and kind of server asked "
+            "(root, tld, parent, child, resolver).",
+            ["outcome", "server_kind"],
             registry=registry,
         )
         self.smtp_probes = Counter(
@@ -56,15 +58,21 @@ class ExporterMetrics:
         )
         # Create the fixed label sets up front so rate() works from the first scrape.
         for outcome in DNS_OUTCOMES:
-            self.dns_queries.labels(outcome=outcome)
+            for kind in SERVER_KINDS:
+                self.dns_queries.labels(outcome=outcome, server_kind=kind)
         for outcome in SMTP_OUTCOMES:
             self.smtp_probes.labels(outcome=outcome)
 
     def record_rdap(self, server: str, outcome: str) -> None:
         self.rdap_requests.labels(server=server, outcome=outcome).inc()
 
-    def record_dns(self, outcome: str) -> None:
-        self.dns_queries.labels(outcome=outcome if outcome in DNS_OUTCOMES else "error").inc()
+    def record_dns(self, outcome: str, server_kind: str = "resolver") -> None:
+        """One DNS message. Mail-domain lookups go through a resolver (the default kind);
+        delegation checks say which kind of server they asked."""
+        self.dns_queries.labels(
+            outcome=outcome if outcome in DNS_OUTCOMES else "error",
+            server_kind=server_kind if server_kind in SERVER_KINDS else "resolver",
+        ).inc()
 
     def record_smtp(self, outcome: str) -> None:
         self.smtp_probes.labels(outcome=outcome).inc()

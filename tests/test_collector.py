@@ -460,8 +460,11 @@ def test_self_metrics(registry: CollectorRegistry) -> None:
     assert v(registry, "domainwatch_domains") == len(STATUSES)
     rdap = "domainwatch_rdap_requests_total"
     assert v(registry, rdap, server="rdap.example.test", outcome="success") == 3
-    assert v(registry, "domainwatch_dns_queries_total", outcome="error") == 1  # unknown outcome
-    assert v(registry, "domainwatch_dns_queries_total", outcome="timeout") == 0  # pre-created
+    dnsq = "domainwatch_dns_queries_total"
+    # An unknown outcome counts as error; mail lookups (no kind given) went to a resolver.
+    assert v(registry, dnsq, outcome="error", server_kind="resolver") == 1
+    for kind in ("root", "tld", "parent", "child", "resolver"):
+        assert v(registry, dnsq, outcome="timeout", server_kind=kind) == 0  # pre-created
     assert v(registry, "domainwatch_smtp_probes_total", outcome="unknown") == 0
     assert (
         v(

@@ -7,8 +7,9 @@ import logging
 from dataclasses import replace
 
 from exporter import nameservers, verdicts
-from exporter.checks import Check, Result
+from exporter.checks import Check, Context, Result
 from exporter.store import DnsResult, DomainStatus
+from exporter.zonecache import ZoneCache
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +18,22 @@ class DelegationCheck(Check):
     name = "dns"
     after = ("rdap",)
 
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        # Zone cuts and server addresses shared by every delegation check of this process, so
+        # the root and the TLD servers are asked once per TTL, not once per domain (issue 9).
+        self.zones = ZoneCache()
+
     def interval(self) -> float:
         return self.ctx.config.dns.interval
 
     async def run(self, domain: str) -> Result:
         async with self.ctx.limiter:
             delegation = await nameservers.check_delegation(
-                domain, self.ctx.config.dns, on_query=self.ctx.metrics.record_dns
+                domain,
+                self.ctx.config.dns,
+                on_query_kind=self.ctx.metrics.record_dns,
+                cache=self.zones,
             )
         if delegation.error is not None:
             log.warning(
