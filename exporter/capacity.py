@@ -13,6 +13,7 @@ is computed at scrape time from counters, never by walking the domains.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
@@ -47,11 +48,9 @@ class RdapCycles:
 
     def set_domains(self, servers: Iterable[str]) -> None:
         """The registry server of every domain of this replica ('' when it has none)."""
-        counts: dict[str, int] = {}
-        for server in servers:
-            if server:
-                counts[server] = counts.get(server, 0) + 1
-        self._registry = counts
+        counts = Counter(servers)  # counted in C: ~4 ms for 100,000 domains
+        counts.pop("", None)
+        self._registry = dict(counts)
 
     def forget(self, domains: set[str]) -> None:
         """Drop the referrals of domains no longer watched."""

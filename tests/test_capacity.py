@@ -8,6 +8,7 @@ cycle cannot fit the interval, and a reload that gives it room.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -20,7 +21,9 @@ import pytest
 import trustme
 from prometheus_client import CollectorRegistry
 
+from exporter import cli
 from exporter.capacity import CapacityCollector, RdapCycles
+from exporter.config import Config, DomainConfig, RdapSettings
 from exporter.shard import Shard
 from tests.support.exporter_proc import ExporterProcess, Scrape
 from tests.support.rdapserver import RdapServer, Reply, make_domain, write_bootstrap, write_ca
@@ -96,6 +99,50 @@ def test_collector_serves_the_counters() -> None:
     assert value("domainwatch_rdap_interval_seconds") == 3600
     assert value("domainwatch_shard_info", index="2", count="4") == 1
     assert value("domainwatch_config_domains") == 12
+
+
+def test_a_reload_looks_up_the_servers_of_new_domains_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100,000 domains: a reload (or a /probe target) must not re-resolve every domain's server.
+    bootstrap = write_bootstrap(tmp_path / "bootstrap.json", {"test": "https://rdap.test:8443/"})
+    rdap = RdapSettings(bootstrap=str(bootstrap), requests_per_second=2.0)
+
+    def config(names: list[str]) -> Config:
+        return Config(rdap=rdap, domains=tuple(DomainConfig(n) for n in names))
+
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        names = [f"d{i}.test" for i in range(1000)]
+        _m, _s, client, scheduler = cli._wire(config(names), registry)
+        try:
+            await scheduler.checks["rdap"].start()  # loads the configured bootstrap
+            assert (
+                registry.get_sample_value(
+                    "domainwatch_rdap_cycle_seconds", {"server": "rdap.test:8443"}
+                )
+                == 500.0
+            )
+            looked_up: list[str] = []
+            real = client.server_key
+
+            def counting(domain: str) -> str:
+                looked_up.append(domain)
+                return real(domain)
+
+            monkeypatch.setattr(client, "server_key", counting)
+            await scheduler.apply_config(config([*names[100:], "new1.test", "new2.test"]))
+            assert sorted(looked_up) == ["new1.test", "new2.test"]
+            assert (
+                registry.get_sample_value(
+                    "domainwatch_rdap_cycle_seconds", {"server": "rdap.test:8443"}
+                )
+                == 451.0
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
 
 
 # --- a real exporter against a registry it cannot keep up with --------------------------------
