@@ -51,6 +51,7 @@ SCRAPE_MARGIN = 0.5  # seconds left for rendering and the network within the scr
 _MAX_TARGET = 1000  # characters; a DNS name is at most 253
 
 StartResponse = Callable[..., Any]
+OUTCOMES = ("listed", "unlisted", "not_allowed", "over_limit", "other_shard", "invalid")
 
 
 class ProbeRefused(Exception):
@@ -202,11 +203,11 @@ class Prober:
             "domainwatch_probe_requests",
             "Requests to /probe by outcome: listed, unlisted (answered), not_allowed (unlisted "
             "while probe.allow_unlisted is false), over_limit (probe.max_unlisted reached), "
-            "invalid (no or bad target).",
+            "other_shard (listed, watched by another replica), invalid (no or bad target).",
             ["outcome"],
             registry=registry,
         )
-        for outcome in ("listed", "unlisted", "not_allowed", "over_limit", "invalid"):
+        for outcome in OUTCOMES:
             self._requests.labels(outcome=outcome)
         unlisted = Gauge(
             "domainwatch_probe_unlisted_domains",
@@ -246,11 +247,19 @@ class Prober:
         if name.startswith("www.") and name not in listed_names and name.count(".") >= 2:
             name = name[4:]
         listed = name in listed_names
+        status = self._store.get(name)
+        if listed and status is None:
+            # Listed, yet not in this replica's store: another shard watches it (--shard.*).
+            self._requests.labels(outcome="other_shard").inc()
+            raise ProbeRefused(
+                "404 Not Found",
+                f"{name} is in the config but watched by another replica (--shard.count)",
+            )
         if listed:
             self._requests.labels(outcome="listed").inc()
         else:
             self._admit(name, config)
-        status = self._store.get(name)
+            status = self._store.get(name)
         if status is None or status.check("rdap").success is None:
             budget = config.probe.max_wait
             header = _seconds(scrape_timeout)

@@ -22,6 +22,7 @@ from exporter.config import (
     DnsSettings,
     DomainConfig,
     EmailSettings,
+    ProbeSettings,
     RdapSettings,
     config_warnings,
     load_config,
@@ -130,6 +131,9 @@ def test_good_file_reads_every_key() -> None:
             smtp_interval=7 * 86400.0,
             allow_private_addresses=True,
         ),
+        probe=ProbeSettings(
+            allow_unlisted=True, max_unlisted=7, idle_timeout=7200.0, max_wait=3.0
+        ),
         domains=(
             DomainConfig(
                 name="example.com",
@@ -148,7 +152,7 @@ def test_good_file_reads_every_key() -> None:
     config = load_config(DATA / "good.yaml")
     assert config == expected
     # Field by field too, so a failure names the setting rather than dumping two Configs.
-    for section in ("rdap", "dns", "email"):
+    for section in ("rdap", "dns", "email", "probe"):
         for f in dataclasses.fields(getattr(expected, section)):
             got = getattr(getattr(config, section), f.name)
             assert got == getattr(getattr(expected, section), f.name), f"{section}.{f.name}"
@@ -159,6 +163,7 @@ def _section_fields() -> dict[str, set[str]]:
         "rdap": {f.name for f in dataclasses.fields(RdapSettings)},
         "dns": {f.name for f in dataclasses.fields(DnsSettings)},
         "email": {f.name for f in dataclasses.fields(EmailSettings)},
+        "probe": {f.name for f in dataclasses.fields(ProbeSettings)},
     }
 
 
@@ -166,7 +171,7 @@ def _section_fields() -> dict[str, set[str]]:
 def test_file_names_every_setting(path: Path) -> None:
     """A new setting must appear in good.yaml (tested) and config.example.yaml (documented)."""
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert set(document) == {"rdap", "dns", "email", "domains", "concurrency"}
+    assert set(document) == {"rdap", "dns", "email", "domains", "concurrency", "probe"}
     for section, fields in _section_fields().items():
         assert set(document[section]) == fields, section
     assert set(document["domains"][0]) == {"name", "nameservers", "contacts", "labels"}
@@ -175,7 +180,7 @@ def test_file_names_every_setting(path: Path) -> None:
 def test_good_file_differs_from_defaults_everywhere() -> None:
     # Otherwise a key the loader ignores would still "load with the expected value".
     config = load_config(DATA / "good.yaml")
-    for section in ("rdap", "dns", "email"):
+    for section in ("rdap", "dns", "email", "probe"):
         default = getattr(Config(), section)
         for f in dataclasses.fields(default):
             assert getattr(getattr(config, section), f.name) != getattr(default, f.name), (
@@ -200,6 +205,7 @@ def test_example_config_loads_with_documented_defaults() -> None:
     assert dataclasses.replace(config.rdap, servers={}) == RdapSettings()
     assert config.dns == DnsSettings()
     assert config.email == EmailSettings()
+    assert config.probe == ProbeSettings()
     assert config.concurrency == Config().concurrency
 
 

@@ -8,6 +8,10 @@ at most. DNS is not under test (the root is a dead port: the dns check fails qui
 from __future__ import annotations
 
 import inspect
+import json
+import re
+import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -22,11 +26,14 @@ import pytest
 import trustme
 import yaml
 
-from tests.support.exporter_proc import ExporterProcess, Scrape
+from exporter.config import ConfigError, ProbeSettings, parse_config
+from exporter.probe import ProbeRefused, probe_name
+from tests.support.exporter_proc import REPO_ROOT, ExporterProcess, Scrape, free_port
 from tests.support.rdapserver import RdapServer, Reply, make_domain, write_bootstrap, write_ca
 
 HOST = "127.90.0.1"  # the exporter
 RDAP_HOST = "127.90.0.2"
+PROMETHEUS_HOST = "127.90.0.3"
 NOW = datetime.now(UTC).replace(microsecond=0)
 IDLE = 2.0  # probe.idle_timeout
 INTERVAL = 1.0  # rdap.interval: background re-checks are visible within seconds
@@ -330,3 +337,123 @@ def test_unlisted_refused_when_not_allowed_and_dropped_on_reload(world: World) -
     finally:
         world.reconfigure()
     assert world.exporter.probe("free.test", timeout=2)[0] == 200
+
+
+# --- the README's migration recipe in a real Prometheus ----------------------------------------
+
+
+def readme_blocks() -> list[Any]:
+    """The YAML blocks of the README's "Moving from domain_exporter" section, in order."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Moving from domain_exporter", 1)[1].split("\n## ", 1)[0]
+    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+
+
+def test_readme_scrape_job_and_recording_rule_in_prometheus(
+    world: World, tmp_path: Path
+) -> None:
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if prometheus is None or promtool is None:
+        pytest.skip("prometheus is not installed (.ci/run installs it)")
+    wait_until_no_unlisted(world)
+    scrape_doc, rules_doc = readme_blocks()
+    job = scrape_doc["scrape_configs"][0]
+    assert job["metrics_path"] == "/probe"
+    # The README's job as written, made fast and pointed at this exporter.
+    job.update(scrape_interval="1s", scrape_timeout="1s")
+    job["static_configs"] = [{"targets": ["listed.test", "free.test"]}]
+    exporter_address = f"{HOST}:{world.exporter.port}"
+    for rule in job["relabel_configs"]:
+        if rule.get("target_label") == "__address__":
+            rule["replacement"] = exporter_address
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump(rules_doc))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            job,
+            {"job_name": "domainwatch", "static_configs": [{"targets": [exporter_address]}]},
+        ],
+    }))
+    check = subprocess.run([promtool, "check", "config", str(config)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    listen = f"{PROMETHEUS_HOST}:{free_port()}"
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address={listen}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        def query(expr: str) -> list[dict[str, Any]]:
+            url = f"http://{listen}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    return list(json.loads(resp.read())["data"]["result"])
+            except OSError:
+                return []  # not up yet
+
+        def value(expr: str) -> float | None:
+            result = query(expr)
+            return float(result[0]["value"][1]) if len(result) == 1 else None
+
+        deadline = time.monotonic() + 20
+        wanted = {
+            'domain_expiry_days{job="domain",domain="listed.test",instance="listed.test"}': 100,
+            'domain_probe_success{job="domain",domain="free.test",instance="free.test"}': 1,
+            'domain_probe_success{job="domainwatch",domain="listed.test"}': 1,  # recorded
+            'up{job="domain",instance="free.test"}': 1,
+        }
+        while True:
+            got = {expr: value(expr) for expr in wanted}
+            if all(v is not None and v == pytest.approx(wanted[e], abs=0.1)
+                   for e, v in got.items()):
+                break
+            log_text = (tmp_path / "prometheus.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, (got, log_text)
+            time.sleep(0.3)
+        # No label clash: the exporter's own `domain` label arrives as it is.
+        assert query('{__name__=~"domain_.+",exported_domain!=""}') == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+# --- the probe: config section and target names (no server) ------------------------------------
+
+
+def test_probe_settings_errors_name_their_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"probe": {
+            "allow_unlisted": "yes", "max_unlisted": 100_001, "idle_timeout": "0s",
+            "max_wait": "2m", "wait": "1s",
+        }})
+    assert sorted(info.value.errors) == [
+        "probe.allow_unlisted: must be true or false, got 'yes'",
+        "probe.idle_timeout: '0s' must be longer than zero",
+        "probe.max_unlisted: must be at most 10000, got 100001",
+        "probe.max_wait: '2m' is longer than 60s",
+        "probe.wait: unknown key",
+    ]
+    assert parse_config({"probe": {"max_wait": "0s"}}).probe.max_wait == 0.0
+    assert parse_config({}).probe == ProbeSettings()
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("Example.TEST.", "example.test"), ("bücher.test", "xn--bcher-kva.test"),
+     (" a.test ", "a.test")],
+)
+def test_probe_names_normalise_like_the_config(raw: str, name: str) -> None:
+    assert probe_name(raw) == name
+
+
+@pytest.mark.parametrize("raw", ["", "1.2.3.4", "[::1]", "0x7f.1", "a..test", "-a.test", "test"])
+def test_probe_names_refused(raw: str) -> None:
+    with pytest.raises(ProbeRefused) as info:
+        probe_name(raw)
+    assert info.value.status.startswith("400")
