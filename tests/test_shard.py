@@ -161,6 +161,21 @@ def test_config_check_says_how_many_are_this_shards(
     assert f"OK, 30 domains ({mine} in shard 1 of 3)" in capsys.readouterr().out
 
 
+def test_the_helm_charts_shard_flags_are_ours() -> None:
+    # deploy/helm/domainwatch renders these for `shards: N`; a renamed flag would crash-loop pods.
+    template = (REPO_ROOT / "deploy/helm/domainwatch/templates/statefulset.yaml").read_text()
+    rendered = [
+        line.strip().removeprefix("- ").replace("{{ $shards }}", "3")
+        for line in template.splitlines()
+        if line.strip().startswith("- --shard.")
+    ]
+    assert rendered == ["--shard.count=3", "--shard.index-from-hostname"]
+    args = cli._serve_parser().parse_args(rendered)
+    assert from_flags(args.shard_count, args.shard_index, args.shard_from_hostname, "dw-2") == (
+        Shard(2, 3)
+    )
+
+
 # --- the filter in the scheduler's domain sync ---------------------------------------------------
 
 
