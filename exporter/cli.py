@@ -315,11 +315,14 @@ async def _serve(
     domains = DomainCollector(listed)
     prober = Prober(store, scheduler, loop.call_soon_threadsafe, registry)
     if args.state_file:
-        # Results older than twice their check's interval are not exported as current.
-        restored = store.load(
+        # Results older than twice their check's interval are not exported as current. On a
+        # worker thread: 100k domains take seconds to decode, and the loop serves meanwhile.
+        restored = await asyncio.to_thread(
+            store.load,
             args.state_file,
             max_age={
                 "rdap": 2 * config.rdap.interval,
+                "whois": 2 * config.rdap.interval,  # WHOIS runs at the RDAP interval
                 "dns": 2 * config.dns.interval,
                 "email": 2 * config.email.interval,
             },

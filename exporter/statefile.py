@@ -353,8 +353,7 @@ def _wrong(expected: str, raw: object) -> StateError:
 
 def read_document(path: Path) -> object | None:
     """The parsed JSON of `path`; None when it does not exist. Raises StateError for anything
-    unreadable: I/O errors, size, encoding, syntax, nesting (RecursionError is caught here, at
-    the one place untrusted depth meets recursive code)."""
+    unreadable: I/O errors, size, and whatever decode() refuses."""
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_STATE_BYTES + 1)
@@ -364,6 +363,13 @@ def read_document(path: Path) -> object | None:
         raise StateError(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     if len(data) > MAX_STATE_BYTES:
         raise StateError(f"larger than {MAX_STATE_BYTES // 2**20} MiB")
+    return decode(data)
+
+
+def decode(data: bytes) -> object:
+    """Parsed JSON of untrusted bytes (a whole legacy file or one database record). Raises
+    StateError for encoding, syntax and nesting problems (RecursionError is caught here, at the
+    one place untrusted depth meets recursive code)."""
     try:
         document: object = json.loads(data)
     except RecursionError:

@@ -2,28 +2,30 @@
 
 Each `DomainStatus` is immutable; an update builds a new one and swaps it in under a lock, so a
 scrape always sees a consistent record per domain without waiting for any check. The store can be
-saved to and restored from a JSON state file so that a restart does not re-check everything.
+saved to and restored from a state database (exporter/statedb.py, one row per domain) so that a
+restart does not re-check everything; a save writes only the domains that changed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from exporter import statefile
+from exporter import statedb, statefile
 from exporter.registration import Registration
 
 log = logging.getLogger(__name__)
 
 CHECKS = ("rdap", "whois", "dns", "email")
 STATE_VERSION = 2  # 2: generic field-by-field records (statefile.py); 1 still loads
-_READABLE_VERSIONS = (1, 2)
+_READABLE_VERSIONS = (1, 2)  # of legacy JSON files; the database only ever holds version 2
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,12 @@ class StatusStore:
         self._lock = threading.Lock()
         self._domains: dict[str, DomainStatus] = {}
         self.generation = 0  # bumps on every change; lets savers skip clean states
+        # Names whose database row may differ from their record (changed, or removed and still
+        # to be deleted) since the last save; guarded by _lock like the records.
+        self._dirty: set[str] = set()
+        self._save_lock = threading.Lock()  # one save or load at a time
+        # The database (absolute path, mark) the dirty set is relative to; None: save in full.
+        self._saved: tuple[str, statedb.Mark] | None = None
 
     def sync(self, domains: Iterable[tuple[str, Mapping[str, str], tuple[str, ...]]]) -> None:
         """Make the store hold exactly these (name, labels, expected NS) domains, in this order.
@@ -134,6 +142,8 @@ class StatusStore:
             for name, labels, expected in domains:
                 old = self._domains.get(name) or DomainStatus(name=name)
                 fresh[name] = replace(old, labels=dict(labels), expected_nameservers=expected)
+            # Labels and expected nameservers are not saved: only removals touch the database.
+            self._dirty.update(self._domains.keys() - fresh.keys())
             self._domains = fresh
             self.generation += 1
 
@@ -143,6 +153,7 @@ class StatusStore:
             if current is None:  # removed by a reload while its check ran
                 return
             self._domains[name] = change(current)
+            self._dirty.add(name)
             self.generation += 1
 
     def get(self, name: str) -> DomainStatus | None:
@@ -155,18 +166,37 @@ class StatusStore:
 
     # --- persistence -----------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write the state file crash-safely (statefile.write_atomic). Raises OSError only: the
-        caller logs it and tries again at the next save."""
-        document = {
-            "version": STATE_VERSION,
-            "domains": {s.name: _dump_status(s) for s in self.snapshot()},
-        }
-        try:
-            data = statefile.encode(document)
-        except statefile.StateError as exc:  # a bug in a result type, not a disk problem
-            raise OSError(str(exc)) from None
-        statefile.write_atomic(Path(path), data)
+    def save(self, path: str | Path) -> int:
+        """Write the domains that changed since the last save (and delete the rows of removed
+        ones) to the state database at PATH, in one transaction; the first save to a database
+        this store did not load or write writes every domain. Returns the rows touched.
+
+        Meant for a worker thread: under the lock it only swaps the dirty set and copies the
+        dict of (immutable) records; encoding and SQLite run outside it. Raises OSError only:
+        the caller logs it and tries again at the next save, which retries these domains."""
+        target = Path(path)
+        key = os.path.abspath(target)
+        with self._save_lock:
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+                domains = dict(self._domains)
+            expect = self._saved[1] if self._saved and self._saved[0] == key else None
+            if expect is not None and not dirty:
+                return 0
+
+            def rows(full: bool) -> Iterator[tuple[str, bytes | None]]:
+                for name in domains if full else dirty:
+                    status = domains.get(name)
+                    yield name, None if status is None else _encode_status(status)
+
+            try:
+                mark, touched = statedb.write(target, rows, expect, STATE_VERSION, time.time())
+            except BaseException:
+                with self._lock:
+                    self._dirty |= dirty
+                raise
+            self._saved = (key, mark)
+            return touched
 
     def load(
         self,
@@ -178,7 +208,10 @@ class StatusStore:
 
         Never raises: a missing, unreadable, corrupt or hostile file (any depth, size, type) is
         logged in one line and ignored, since it only costs a re-check; a bad record skips that
-        domain only. Stale temp files of a killed save are removed first.
+        domain only. A file that is not a usable state database is moved aside to
+        PATH.corrupt-<time> (statedb.quarantine), never deleted; one that cannot be read right
+        now (locked, I/O error) is left alone. A legacy JSON state file is converted to a
+        database once. Leftovers of a killed save or conversion are removed first.
 
         `max_age[kind]`: a check whose last success is older than this (the caller passes twice
         the check's interval) loses its result, so its gauges stay absent instead of showing
@@ -186,39 +219,133 @@ class StatusStore:
         the scheduler re-checks it at once.
         """
         target = Path(path)
-        removed = statefile.remove_stale_temp_files(target.parent)
-        if removed:
-            log.info("removed stale state temp files: count=%d", len(removed))
-        try:
-            saved = _saved_domains(statefile.read_document(target))
-        except statefile.StateError as exc:
-            log.warning("ignoring unreadable state file: path=%s error=%s", path, exc)
-            return 0
-        if saved is None:
-            return 0
-        now = time.time() if now is None else now
-        restored, failed, stale = 0, 0, 0
-        first_error = ""
-        with self._lock:
-            for name, current in list(self._domains.items()):
-                if name not in saved:
-                    continue
-                try:
-                    status = _load_status(current, saved[name])
-                except statefile.StateError as exc:
-                    failed += 1
-                    first_error = first_error or f"domain={name} error={exc}"
-                    continue
-                status, dropped = _age_limit(status, max_age or {}, now)
-                stale += dropped
-                self._domains[name] = status
-                restored += 1
-            self.generation += 1
-        if failed:
-            log.warning("ignoring saved state of %d domains: first %s", failed, first_error)
-        if stale:
-            log.info("restored results too old to export, re-checking: count=%d", stale)
+        with self._save_lock:
+            removed = statefile.remove_stale_temp_files(target.parent)
+            removed += statedb.remove_leftovers(target)
+            if removed:
+                log.info("removed stale state temp files: count=%d", len(removed))
+            with self._lock:
+                current = dict(self._domains)
+            reader = _Restore(current, max_age or {}, time.time() if now is None else now)
+            try:
+                kind = statedb.sniff(target)
+                if kind == "missing":
+                    return 0
+                if kind == "json":
+                    _migrate(target)
+                elif kind == "other":
+                    raise statefile.StateError("neither a state database nor a JSON state file")
+                info = statedb.read(target, reader.visit, (STATE_VERSION,))
+            except statefile.StateError as exc:
+                moved = statedb.quarantine(target)
+                log.warning(
+                    "ignoring unreadable state file: path=%s error=%s moved_to=%s",
+                    path,
+                    _one_line(str(exc)),
+                    moved,
+                )
+                return 0
+            except OSError as exc:
+                log.warning(
+                    "ignoring state file that cannot be read now: path=%s error=%s",
+                    path,
+                    _one_line(str(exc)),
+                )
+                return 0
+            with self._lock:
+                restored = 0
+                for name, status in reader.restored.items():
+                    if self._domains.get(name) is current[name]:  # not updated meanwhile
+                        self._domains[name] = status
+                        restored += 1
+                # Rows to rewrite (aged, bad) or delete (no longer configured) at the next save.
+                self._dirty.update(reader.rewrite)
+                self.generation += 1
+            self._saved = (
+                (os.path.abspath(target), info.mark)
+                if info.mark is not None and not reader.odd_rows
+                else None  # rows a targeted delete cannot name: the next save rewrites all
+            )
+        if reader.failed:
+            log.warning(
+                "ignoring saved state of %d domains: first %s", reader.failed, reader.first_error
+            )
+        if reader.stale:
+            log.info("restored results too old to export, re-checking: count=%d", reader.stale)
         return restored
+
+
+class _Restore:
+    """Turns database rows into records for the domains of a store snapshot (load())."""
+
+    def __init__(
+        self, current: Mapping[str, DomainStatus], max_age: Mapping[str, float], now: float
+    ) -> None:
+        self.current = current
+        self.max_age = max_age
+        self.now = now
+        self.restored: dict[str, DomainStatus] = {}
+        self.rewrite: list[str] = []
+        self.failed = 0
+        self.stale = 0
+        self.odd_rows = 0
+        self.first_error = ""
+
+    def visit(self, name: object, data: bytes | None) -> None:
+        if type(name) is not str:
+            self.odd_rows += 1
+            return
+        status = self.current.get(name)
+        if status is None:
+            self.rewrite.append(name)  # deleted at the next save
+            return
+        try:
+            if data is None:
+                raise statefile.StateError(
+                    f"not a record of at most {statedb.MAX_RECORD_BYTES} bytes"
+                )
+            loaded = _load_status(status, statefile.decode(data))
+        except statefile.StateError as exc:
+            self.failed += 1
+            self.rewrite.append(name)
+            shown = name[:80] if name.isprintable() else repr(name)[:80]
+            self.first_error = self.first_error or f"domain={shown} error={exc}"
+            return
+        aged, dropped = _age_limit(loaded, self.max_age, self.now)
+        self.stale += dropped
+        self.restored[name] = aged
+        if aged is not loaded:
+            self.rewrite.append(name)
+
+
+def _encode_status(status: DomainStatus) -> bytes:
+    try:
+        return statefile.encode(_dump_status(status))
+    except statefile.StateError as exc:  # a bug in a result type, not damage to the file
+        raise OSError(f"cannot encode domain={status.name}: {exc}") from None
+
+
+def _migrate(path: Path) -> None:
+    """Convert the legacy JSON state file at PATH into a database, once. StateError when the
+    JSON is unusable (the caller moves it aside); bad records are carried over and reported by
+    the read that follows, exactly as the JSON loader reported them."""
+    saved = _saved_domains(statefile.read_document(path))
+    if saved is None:
+        return
+
+    def rows() -> Iterator[tuple[str, bytes]]:
+        for name, record in saved.items():
+            try:
+                yield name, statefile.encode(record)
+            except statefile.StateError:
+                continue  # not writable as JSON again: it could not have been restored either
+
+    count = statedb.migrate(path, rows(), STATE_VERSION)
+    log.info("converted the JSON state file to a state database: path=%s domains=%d", path, count)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 # What the config owns is never restored from the file: a reload may have changed it.
@@ -283,10 +410,19 @@ def _age_limit(
         # A success "in the future" beyond the limit is a broken clock's, not news.
         if last is not None and -limit <= now - last <= limit:
             continue
-        if getattr(status, kind) is not None:
-            changes[kind] = None
+        attribute = _result_of(status, kind)
+        if attribute is not None:
+            changes[attribute] = None
         if state is not None and state.next_due is not None:
             checks[kind] = replace(state, next_due=None)
     if not changes and checks == status.checks:
         return status, 0
     return replace(status, **changes, checks=checks), len(changes)
+
+
+def _result_of(status: DomainStatus, kind: str) -> str | None:
+    """The field holding the result check `kind` produced, None if it holds none. RDAP and
+    WHOIS share `rdap` (RdapResult.source says which one read it)."""
+    if kind in ("rdap", "whois"):
+        return "rdap" if status.rdap is not None and status.rdap.source == kind else None
+    return kind if getattr(status, kind, None) is not None else None

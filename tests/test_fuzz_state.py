@@ -1,6 +1,7 @@
-"""Property tests for the state file (issue 8): loading never raises for any bytes or JSON, what
-it restores is always well-typed (it saves again), and save -> load gives back every persisted
-field of any generated status, except what must never reach the disk (contact addresses).
+"""Property tests for the state file (issues 8, 9): loading never raises for any bytes, any legacy
+JSON file or any damaged database, what it restores is always well-typed (it saves again), and
+save -> load gives back every persisted field of any generated status, except what must never
+reach the disk (contact addresses).
 
 The status generator is built from the dataclasses' own type hints, so a field the lead adds to
 RdapResult, DnsResult, CheckState, Registration or ContactVerdict is generated, saved and
@@ -9,10 +10,12 @@ compared here without touching this file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+import sqlite3
 import tempfile
 import types
 import typing
@@ -25,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.store import CHECKS, DomainStatus, StatusStore
+from exporter.store import CHECKS, CheckState, DomainStatus, StatusStore
 
 FUZZ = settings(
     max_examples=150,
@@ -33,6 +36,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 NAMES = ("a.example", "b.example", "c.example")
+_CHECK = CheckState(success=True, last_attempt=1e9, last_success=1e9, failures=2)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +60,10 @@ class _Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def _load_never_raises(path: Path, data: bytes) -> StatusStore:
-    path.write_bytes(data)
+def _load_never_raises(path: Path, data: bytes | None = None) -> StatusStore:
+    """Load PATH (after writing `data` to it, if given) and check the promises."""
+    if data is not None:
+        path.write_bytes(data)
     store = _fresh_store()
     handler = _Lines()
     logger = logging.getLogger("exporter.store")
@@ -77,7 +83,26 @@ def _load_never_raises(path: Path, data: bytes) -> StatusStore:
     copy = _fresh_store()
     assert copy.load(again) == len(NAMES)
     assert copy.snapshot() == store.snapshot()
+    for moved in path.parent.glob(f"{path.name}.corrupt-*"):
+        moved.unlink()  # kept for the user; here they would only pile up
     return store
+
+
+def _on_disk(path: Path) -> bytes:
+    """Every byte the database left on disk (the file, and a WAL if one remained)."""
+    return b"".join(p.read_bytes() for p in path.parent.glob(f"{path.name}*"))
+
+
+def _record(path: Path, name: str) -> Any:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (data,) = conn.execute("SELECT data FROM domains WHERE name = ?", (name,)).fetchone()
+    return json.loads(data)
+
+
+def _put_record(path: Path, name: str, data: bytes) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE domains SET data = ? WHERE name = ?", (data, name))
+        conn.commit()
 
 
 # --- any input ----------------------------------------------------------------------------
@@ -131,6 +156,41 @@ def test_any_json_records_in_a_valid_envelope(workdir: Path, records: dict[str, 
 @given(data=st.binary(max_size=300))
 def test_any_bytes(workdir: Path, data: bytes) -> None:
     _load_never_raises(workdir / "bytes.json", data)
+
+
+@FUZZ
+@given(
+    damage=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=40_000), st.integers(1, 255)), max_size=20
+    ),
+    cut=st.one_of(st.none(), st.integers(min_value=0, max_value=40_000)),
+)
+def test_any_damage_to_a_database(
+    workdir: Path, damage: list[tuple[int, int]], cut: int | None
+) -> None:
+    """A real database with bytes flipped anywhere (header, schema, b-tree pages, records)
+    and/or cut short: typed handling, whatever SQLite makes of it."""
+    path = workdir / "damaged.db"
+    path.unlink(missing_ok=True)
+    source = _fresh_store()
+    for name in NAMES:
+        source.update(name, lambda s: dataclasses.replace(s, checks={"rdap": _CHECK}))
+    source.save(path)
+    data = bytearray(path.read_bytes())
+    for offset, xor in damage:
+        if offset < len(data):
+            data[offset] ^= xor
+    _load_never_raises(path, bytes(data[:cut]))
+
+
+@FUZZ
+@given(record=json_values)
+def test_any_json_record_in_a_database(workdir: Path, record: object) -> None:
+    path = workdir / "records.db"
+    path.unlink(missing_ok=True)
+    _fresh_store().save(path)
+    _put_record(path, NAMES[0], json.dumps(record).encode())
+    _load_never_raises(path)
 
 
 # --- generated statuses -------------------------------------------------------------------
@@ -239,9 +299,10 @@ def test_save_load_round_trip(workdir: Path, generated: list[DomainStatus]) -> N
     source = _fresh_store()
     for status in generated:
         source.update(status.name, lambda _old, s=status: s)
-    path = workdir / "round.json"
+    path = workdir / "round.db"
+    path.unlink(missing_ok=True)
     source.save(path)
-    assert "private-" not in path.read_text(encoding="utf-8")  # no contact address on disk
+    assert b"private-" not in _on_disk(path)  # no contact address on disk
 
     restored = _fresh_store()
     assert restored.load(path) == len(NAMES)
@@ -269,17 +330,31 @@ def test_age_limit_drops_exactly_the_stale_results(
     status = dataclasses.replace(status, checks=checks)
     source = _fresh_store()
     source.update(status.name, lambda _old: status)
-    path = workdir / "aged.json"
+    path = workdir / "aged.db"
     source.save(path)
     restored = _fresh_store()
     restored.load(path, max_age=dict.fromkeys(CHECKS, limit), now=now)
     got = restored.get(status.name)
     assert got is not None
-    for kind, age in ages.items():
-        fresh = age is not None and math.fabs(age) <= limit
-        expected = getattr(_persisted(status), kind) if fresh else None
-        assert getattr(got, kind) == expected, kind
-        want = status.checks[kind] if fresh else dataclasses.replace(checks[kind], next_due=None)
+
+    def fresh(kind: str) -> bool:
+        age = ages.get(kind)
+        return age is not None and math.fabs(age) <= limit
+
+    persisted = _persisted(status)
+    # Which check produced each result: RDAP and WHOIS share the `rdap` field.
+    producers = {
+        "rdap": persisted.rdap.source if persisted.rdap else "rdap",
+        "dns": "dns",
+        "email": "email",
+    }
+    for field, kind in producers.items():
+        expected = getattr(persisted, field) if kind not in CHECKS or fresh(kind) else None
+        assert getattr(got, field) == expected, field
+    for kind in ages:
+        want = (
+            status.checks[kind] if fresh(kind) else dataclasses.replace(checks[kind], next_due=None)
+        )
         assert got.checks[kind] == want, kind
 
 
@@ -291,9 +366,12 @@ def test_a_valid_file_with_one_part_replaced(
     """Wrong types anywhere: a real record with one value, at any depth, swapped for any JSON."""
     source = _fresh_store()
     source.update(status.name, lambda _old: status)
-    path = workdir / "mutated.json"
+    path = workdir / "mutated.db"
+    path.unlink(missing_ok=True)
     source.save(path)
-    document = json.loads(path.read_text(encoding="utf-8"))
+    legacy = data.draw(st.booleans())  # the same damage in a JSON file being converted
+    record = _record(path, status.name)
+    document: Any = {"version": 2, "domains": {status.name: record}} if legacy else record
     node: Any = document
     while True:
         children = list(node) if isinstance(node, dict) else list(range(len(node)))
@@ -305,4 +383,8 @@ def test_a_valid_file_with_one_part_replaced(
             node[key] = data.draw(json_values)
             break
         node = child
-    _load_never_raises(path, json.dumps(document).encode())
+    if legacy:
+        _load_never_raises(path, json.dumps(document).encode())
+    else:
+        _put_record(path, status.name, json.dumps(document).encode())
+        _load_never_raises(path)

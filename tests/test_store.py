@@ -1,9 +1,12 @@
-"""StatusStore: sync on reload, atomic updates, and the --state.file round trip."""
+"""StatusStore: sync on reload, atomic updates, and the --state.file database round trip."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import sqlite3
 import stat
 import threading
 import time
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from exporter import statefile
+from exporter import statedb, statefile
 from exporter.registration import ContactEmail, Registration
 from exporter.store import (
     STATE_VERSION,
@@ -129,6 +132,47 @@ def _fresh_like(*statuses: DomainStatus) -> StatusStore:
     return store
 
 
+def _rows(path: Path) -> dict[str, dict[str, object]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return {n: json.loads(d) for n, d in conn.execute("SELECT name, data FROM domains")}
+
+
+def _edit_record(path: Path, name: str, edit: Callable[[dict[str, object]], object]) -> None:
+    """Change one domain's saved record in place, as damage or a newer version would."""
+    conn = sqlite3.connect(path)
+    try:
+        (data,) = conn.execute("SELECT data FROM domains WHERE name = ?", (name,)).fetchone()
+        record = json.loads(data)
+        edited = edit(record)
+        record = record if edited is None else edited
+        with conn:
+            conn.execute(
+                "UPDATE domains SET data = ? WHERE name = ?", (json.dumps(record).encode(), name)
+            )
+    finally:
+        conn.close()
+
+
+def _legacy_json(path: Path, *statuses: DomainStatus) -> None:
+    """A state file exactly as the JSON-file versions of the exporter wrote it."""
+    document = {
+        "version": 2,
+        "domains": {
+            s.name: {
+                k: statefile.dump(v)
+                for k, v in vars(s).items()
+                if k not in ("name", "labels", "expected_nameservers")
+            }
+            for s in statuses
+        },
+    }
+    path.write_bytes(json.dumps(document, separators=(",", ":")).encode())
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     _store(FULL, NOT_REGISTERED).save(path)
@@ -156,17 +200,53 @@ def test_round_trip(tmp_path: Path) -> None:
 
 
 def test_state_file_is_private_and_holds_no_address(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    path.write_text("{}", encoding="utf-8")
-    path.chmod(0o644)  # an existing, readable file is replaced, not reused
+    path = tmp_path / "state.db"
+    old_umask = os.umask(0o022)
+    try:
+        _store(FULL).save(path)
+        # While another connection holds the database open, the WAL and its index stay: both
+        # must be as private as the database itself.
+        reader = sqlite3.connect(path)
+        reader.execute("SELECT count(*) FROM domains").fetchone()
+        try:
+            _store(FULL, NOT_REGISTERED).save(path)
+            files = sorted(p.name for p in tmp_path.iterdir())
+            assert files == ["state.db", "state.db-shm", "state.db-wal"]
+            for name in files:
+                assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+            data = b"".join((tmp_path / name).read_bytes() for name in files)
+        finally:
+            reader.close()
+        # An existing database made readable by someone else becomes private again.
+        path.chmod(0o644)
+        _store(NOT_REGISTERED).save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)
+    assert path.read_bytes().startswith(b"SQLite format 3\x00")
+    assert b"example.com" in data  # the search below searches real content
+    assert SECRET.encode() not in data
+    assert b"secret" not in data + path.read_bytes()
+    # The last connection's close checkpoints the WAL: nothing but the database remains.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+
+
+def test_database_is_wal_with_full_sync(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
     _store(FULL).save(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    text = path.read_text(encoding="utf-8")
-    assert SECRET not in text
-    assert "secret" not in text
-    assert json.loads(text)["version"] == STATE_VERSION == 2
-    # The write is atomic: no temporary file is left behind.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    header = path.read_bytes()[:100]
+    assert header[18:20] == b"\x02\x02"  # file format versions 2: WAL mode, persistent
+    conn = statedb._open(path)  # the one place connections are configured
+    try:
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # in the file
+    finally:
+        conn.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+    assert meta["schema"] == statedb.SCHEMA_VERSION
+    assert meta["record_version"] == STATE_VERSION == 2
+    assert meta["saves"] == 1
 
 
 def test_load_restores_only_configured_domains(tmp_path: Path) -> None:
@@ -220,20 +300,24 @@ def test_corrupt_state_file_is_ignored(tmp_path: Path, content: str) -> None:
 def test_one_corrupt_domain_does_not_spoil_the_others(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "state.json"
+    path = tmp_path / "state.db"
     _store(FULL, NOT_REGISTERED).save(path)
-    document = json.loads(path.read_text(encoding="utf-8"))
-    document["domains"]["example.com"]["checks"]["rdap"]["failures"] = "three"
-    path.write_text(json.dumps(document), encoding="utf-8")
+
+    def three(record: dict[str, object]) -> None:
+        record["checks"]["rdap"]["failures"] = "three"  # type: ignore[index]
+
+    _edit_record(path, "example.com", three)
     store = _fresh_like(FULL, NOT_REGISTERED)
     assert store.load(path) == 1
     assert store.get("example.com") == replace(FULL, rdap=None, dns=None, email=None, checks={})
     assert store.get("gone.example") == NOT_REGISTERED
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == [
+    assert _warnings(caplog) == [
         "ignoring saved state of 1 domains: first domain=example.com "
         "error=checks.rdap.failures: expected a whole number, got 'three'"
     ]
+    # The bad row is rewritten at the next save (with what the store holds now).
+    assert store.save(path) == 1
+    assert _rows(path)["example.com"]["checks"] == {}
 
 
 def test_missing_state_file(tmp_path: Path) -> None:
@@ -312,15 +396,16 @@ def _replace_with(status: DomainStatus) -> Callable[[DomainStatus], DomainStatus
 
 
 def test_unknown_fields_are_ignored_and_missing_ones_take_defaults(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
+    path = tmp_path / "state.db"
     _store(FULL).save(path)
-    document = json.loads(path.read_text(encoding="utf-8"))
-    record = document["domains"]["example.com"]
-    record["checks"]["rdap"]["from_a_newer_version"] = {"x": [1]}
-    record["rdap"]["registration"]["also_new"] = 1
-    record["future_result"] = None
-    del record["dns"]["inconsistent"], record["dns"]["measured_at"]
-    path.write_text(json.dumps(document), encoding="utf-8")
+
+    def newer(record: dict[str, object]) -> None:
+        record["checks"]["rdap"]["from_a_newer_version"] = {"x": [1]}  # type: ignore[index]
+        record["rdap"]["registration"]["also_new"] = 1  # type: ignore[index]
+        record["future_result"] = None
+        del record["dns"]["inconsistent"], record["dns"]["measured_at"]  # type: ignore[attr-defined]
+
+    _edit_record(path, "example.com", newer)
     store = _fresh_like(FULL)
     assert store.load(path) == 1
     got = store.get("example.com")
@@ -329,10 +414,14 @@ def test_unknown_fields_are_ignored_and_missing_ones_take_defaults(tmp_path: Pat
     assert got.checks == FULL.checks
 
 
-def test_state_version_1_files_still_load() -> None:
-    # Written by the version-1 code (e-mail verdicts as a bare list, fewer fields).
+def test_state_version_1_files_still_load(tmp_path: Path) -> None:
+    # Written by the version-1 code (e-mail verdicts as a bare list, fewer fields); converted
+    # to a database in place, so a copy.
+    path = tmp_path / "state.json"
+    shutil.copy(REPO / "tests/testdata/state/state-v1.json", path)
     store = _fresh_like(FULL, NOT_REGISTERED)
-    assert store.load(REPO / "tests/testdata/state/state-v1.json") == 2
+    assert store.load(path) == 2
+    assert statedb.sniff(path) == "sqlite"
     assert FULL.rdap is not None and FULL.rdap.registration is not None and FULL.dns is not None
     v1_registration = replace(
         FULL.rdap.registration,
@@ -356,7 +445,10 @@ def test_stale_temp_files_are_removed_at_start(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     _store(FULL).save(path)
     for name in (".domainwatch-x1y2z3.tmp", ".domainwatch-abcdefgh", ".domainwatch-probe-q"):
-        (tmp_path / name).write_bytes(b'{"version": 2, "dom')  # a save cut short by kill -9
+        (tmp_path / name).write_bytes(b'{"version": 2, "dom')  # JSON-era saves cut short
+    # A conversion of a JSON file cut short by kill -9.
+    (tmp_path / "state.json.tmp-sqlite").write_bytes(b"SQLite format 3\x00" + b"\x00" * 500)
+    (tmp_path / "state.json.tmp-sqlite-journal").write_bytes(b"\x00" * 100)
     (tmp_path / "other.json").write_text("{}")
     (tmp_path / ".domainwatch-dir").mkdir()
     store = _fresh_like(FULL)
@@ -373,36 +465,63 @@ def test_stale_temp_files_are_removed_at_start(tmp_path: Path) -> None:
     assert not (tmp_path / ".domainwatch-late.tmp").exists()
 
 
-def test_save_syncs_the_file_and_its_directory(
+def test_a_failed_save_keeps_the_old_rows_and_retries_the_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
+    path = tmp_path / "state.db"
+    store = _store(FULL, NOT_REGISTERED)
+    store.save(path)
+    before = _rows(path)
+    changed = replace(NOT_REGISTERED, checks={"rdap": CheckState(success=False, failures=7)})
+    store.update("gone.example", _replace_with(changed))
+    # Another process holds the write lock (a second exporter on the same file, a backup).
+    monkeypatch.setattr(statedb, "BUSY_TIMEOUT", 0.1)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OSError, match="locked"):
+            store.save(path)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert _rows(path) == before  # untouched, and not moved aside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+    # The change was not forgotten: the next save writes it.
+    assert store.save(path) == 1
+    restored = _fresh_like(FULL, NOT_REGISTERED)
+    assert restored.load(path) == 2
+    assert restored.get("gone.example") == changed
 
-    def recording_fsync(fd: int) -> None:
-        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", recording_fsync)
-    _store(FULL).save(tmp_path / "state.json")
-    assert synced == ["file", "dir"]  # data first, then the rename
-
-
-def test_a_failed_save_keeps_the_old_file_and_no_temp(
+def test_a_save_that_fails_half_way_commits_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "state.json"
-    _store(NOT_REGISTERED).save(path)
-    before = path.read_bytes()
+    path = tmp_path / "state.db"
+    names = [f"d{i:04d}.example" for i in range(3000)]
+    store = StatusStore()
+    store.sync((n, {}, ()) for n in names)
+    for n in names:
+        store.update(n, lambda s: replace(s, checks={"rdap": CheckState(failures=1)}))
+    store.save(path)
+    for n in names:
+        store.update(n, lambda s: replace(s, checks={"rdap": CheckState(failures=2)}))
+    real = statefile.encode
+    calls = 0
 
-    def full_disk(fd: int) -> None:
-        raise OSError(28, "No space left on device")
+    def failing(value: object) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 2500:  # past the first batches the transaction already holds
+            raise statefile.StateError("cannot save a Gremlin")
+        return real(value)
 
-    monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        _store(FULL).save(path)
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    monkeypatch.setattr(statefile, "encode", failing)
+    with pytest.raises(OSError, match="Gremlin"):
+        store.save(path)
+    assert {r["checks"]["rdap"]["failures"] for r in _rows(path).values()} == {1}  # type: ignore[index]
+    monkeypatch.setattr(statefile, "encode", real)
+    assert store.save(path) == len(names)
+    assert {r["checks"]["rdap"]["failures"] for r in _rows(path).values()} == {2}  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -454,9 +573,17 @@ def test_hostile_state_file_is_ignored_with_one_line(
     before = store.get("gone.example")
     assert store.load(path) == 0
     assert store.get("gone.example") == before
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    warnings = _warnings(caplog)
     assert len(warnings) == 1, warnings
     assert "\n" not in warnings[0] and len(warnings[0]) < 400, warnings[0][:400]
+    if path.exists():  # a legacy file with bad records: converted, its good records kept
+        assert statedb.sniff(path) == "sqlite"
+    else:  # unreadable as a whole: kept, byte for byte, beside a fresh database
+        (moved,) = tmp_path.glob("state.json.corrupt-*")
+        assert moved.read_bytes() == content
+        assert "moved_to=" in warnings[0]
+    store.save(path)
+    assert _fresh_like(NOT_REGISTERED).load(path) == 1
 
 
 def test_codec_never_writes_repr_false_fields() -> None:
@@ -467,6 +594,286 @@ def test_codec_never_writes_repr_false_fields() -> None:
         ContactEmail, {"role": "registrant", "kind": "real", "email": SECRET}
     )
     assert loaded.email is None
+
+
+# --- the state database: writes follow the changes (issue 9) --------------------------------
+
+
+def _updated(path: Path) -> dict[str, float]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return dict(conn.execute("SELECT name, updated_at FROM domains"))
+
+
+def _many(count: int) -> StatusStore:
+    store = StatusStore()
+    store.sync((f"d{i:04d}.example", {}, ()) for i in range(count))
+    for status in store.snapshot():
+        store.update(status.name, lambda s: replace(s, checks={"rdap": CheckState(failures=1)}))
+    return store
+
+
+def test_a_save_after_one_change_writes_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = _many(500)
+    assert store.save(path) == 500  # the first save writes everything
+    first = _updated(path)
+    assert store.save(path) == 0  # nothing changed: no transaction at all
+    assert _updated(path) == first
+    time.sleep(0.01)  # updated_at must be able to differ
+    store.update("d0042.example", lambda s: replace(s, checks={"rdap": CheckState(failures=2)}))
+    assert store.save(path) == 1
+    after = _updated(path)
+    assert [n for n in after if after[n] != first[n]] == ["d0042.example"]
+    assert _rows(path)["d0042.example"]["checks"]["rdap"]["failures"] == 2  # type: ignore[index]
+    # A reload that drops domains deletes exactly their rows.
+    store.sync((f"d{i:04d}.example", {}, ()) for i in range(2, 500))
+    assert store.save(path) == 2
+    assert len(_rows(path)) == 498 and "d0001.example" not in _rows(path)
+    # Labels are config, not state: a reload that only relabels writes nothing.
+    store.sync((f"d{i:04d}.example", {"team": "x"}, ()) for i in range(2, 500))
+    assert store.save(path) == 0
+
+
+def test_a_restart_does_not_rewrite_what_it_restored(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _many(300).save(path)
+    store = StatusStore()
+    # d0000..d0009 left the config while the exporter was down; d9999 is new.
+    kept = [(f"d{i:04d}.example", {}, ()) for i in range(10, 300)]
+    store.sync([*kept, ("d9999.example", {}, ())])
+    assert store.load(path) == 290
+    assert store.save(path) == 10  # only the deletions
+    assert len(_rows(path)) == 290
+    store.update("d9999.example", lambda s: replace(s, checks={"dns": CheckState(failures=3)}))
+    assert store.save(path) == 1
+
+
+def test_a_database_replaced_behind_the_store_gets_a_full_save(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = _many(50)
+    store.save(path)
+    backup = tmp_path / "backup.db"
+    shutil.copy(path, backup)
+    store.update("d0001.example", lambda s: replace(s, checks={"rdap": CheckState(failures=9)}))
+    store.save(path)
+    # Someone restores the old backup while the exporter runs: it lacks the change to d0001.
+    shutil.copy(backup, path)
+    store.update("d0002.example", lambda s: replace(s, checks={"rdap": CheckState(failures=8)}))
+    assert store.save(path) == 50  # the database is not the one the store last wrote
+    failures = {n: r["checks"]["rdap"]["failures"] for n, r in _rows(path).items()}  # type: ignore[index]
+    assert failures["d0001.example"] == 9 and failures["d0002.example"] == 8
+    # Deleted by hand: the next save starts a new database with everything.
+    path.unlink()
+    store.update("d0003.example", lambda s: replace(s, checks={}))
+    assert store.save(path) == 50
+    # Saving the same store to a second file writes that one in full too.
+    assert store.save(tmp_path / "other.db") == 50
+
+
+def test_an_update_during_a_save_is_saved_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.db"
+    store = _store(FULL, NOT_REGISTERED)
+    store.save(path)
+    store.update("gone.example", lambda s: replace(s, checks={"rdap": CheckState(failures=1)}))
+    entered, release = threading.Event(), threading.Event()
+    real = statefile.encode
+
+    def slow(value: object) -> bytes:
+        entered.set()
+        assert release.wait(5)
+        return real(value)
+
+    monkeypatch.setattr(statefile, "encode", slow)
+    saver = threading.Thread(target=store.save, args=(path,))
+    saver.start()
+    assert entered.wait(5)  # the save took its snapshot and is encoding outside the lock
+    changed = replace(NOT_REGISTERED, checks={"rdap": CheckState(failures=2)})
+    store.update("gone.example", _replace_with(changed))  # does not wait for the save
+    release.set()
+    saver.join(5)
+    monkeypatch.setattr(statefile, "encode", real)
+    assert _rows(path)["gone.example"]["checks"]["rdap"]["failures"] == 1  # type: ignore[index]
+    assert store.save(path) == 1
+    restored = _fresh_like(FULL, NOT_REGISTERED)
+    restored.load(path)
+    assert restored.get("gone.example") == changed
+
+
+# --- the state database: converting JSON, damaged files (issue 9) ---------------------------
+
+
+def test_a_json_state_file_is_converted_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    path = tmp_path / "state.json"
+    _legacy_json(path, FULL, NOT_REGISTERED)
+    store = _fresh_like(FULL, NOT_REGISTERED)
+    assert store.load(path) == 2
+    assert (
+        store.get("example.com") == replace(FULL, rdap=_rdap_without_address(FULL))
+        and store.get("gone.example") == NOT_REGISTERED
+    )
+    assert statedb.sniff(path) == "sqlite"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    converted = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+    assert converted == [f"converted the JSON state file to a state database: path={path} "
+                         "domains=2"]  # fmt: skip
+    assert _warnings(caplog) == []
+    # The conversion is the baseline: the first save writes nothing, a second start no
+    # conversion.
+    assert store.save(path) == 0
+    caplog.clear()
+    assert _fresh_like(FULL, NOT_REGISTERED).load(path) == 2
+    assert not [r for r in caplog.records if "converted" in r.getMessage()]
+
+
+def test_a_json_state_file_keeps_unconfigured_domains_until_the_first_save(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    _legacy_json(path, FULL, NOT_REGISTERED)
+    store = _fresh_like(NOT_REGISTERED)
+    assert store.load(path) == 1
+    assert set(_rows(path)) == {"example.com", "gone.example"}  # converted as it was
+    assert store.save(path) == 1  # the row of the domain no longer configured
+    assert set(_rows(path)) == {"gone.example"}
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flipped(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    for offset in range(4096, len(data), 97):  # every page after the header page
+        data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _foreign(path: Path) -> None:
+    path.unlink()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE dashboards (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("INSERT INTO dashboards (body) VALUES ('not ours')")
+        conn.commit()
+
+
+def _trigger(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TRIGGER t AFTER INSERT ON domains BEGIN DELETE FROM domains; END")
+        conn.commit()
+
+
+def _newer_schema(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema'")
+        conn.commit()
+
+
+def _magic_only(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_truncated, _flipped, _foreign, _trigger, _newer_schema, _magic_only],
+    ids=["truncated", "flipped", "foreign", "trigger", "newer-schema", "magic-only"],
+)
+def test_a_damaged_database_is_moved_aside_with_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None]
+) -> None:
+    path = tmp_path / "state.db"
+    _many(200).save(path)
+    damage(path)
+    damaged = path.read_bytes()
+    store = _many(200)
+    before = store.snapshot()
+    assert store.load(path) == 0
+    assert store.snapshot() == before
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("ignoring unreadable state file:"), warnings
+    assert "\n" not in warnings[0] and len(warnings[0]) < 500
+    (moved,) = tmp_path.glob("state.db.corrupt-*")
+    assert moved.read_bytes() == damaged  # the user's file, kept as it was
+    assert stat.S_IMODE(moved.stat().st_mode) == 0o600
+    # The next save starts a complete new database.
+    assert store.save(path) == 200
+    assert _many(200).load(path) == 200
+
+
+def test_an_empty_file_is_an_empty_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    path.touch()
+    store = _store(FULL)
+    assert store.load(path) == 0
+    assert _warnings(caplog) == []
+    assert store.save(path) == 1
+    assert _fresh_like(FULL).load(path) == 1
+
+
+def test_a_locked_database_is_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.db"
+    _store(FULL).save(path)
+    monkeypatch.setattr(statedb, "BUSY_TIMEOUT", 0.1)
+    # An exclusive lock (another program mid-checkpoint, or a rollback-journal writer).
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("PRAGMA locking_mode = EXCLUSIVE")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        assert _fresh_like(FULL).load(path) == 0
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and "cannot be read now" in warnings[0], warnings
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]  # not moved aside
+    assert _fresh_like(FULL).load(path) == 1
+
+
+def test_a_wal_left_by_a_kill_is_recovered(tmp_path: Path) -> None:
+    """A save committed into the WAL, then the process died before any checkpoint."""
+    path = tmp_path / "state.db"
+    _store(NOT_REGISTERED).save(path)
+    holder = sqlite3.connect(path)  # keeps the WAL from being checkpointed at close
+    holder.execute("SELECT 1 FROM domains").fetchone()
+    store = _store(FULL, NOT_REGISTERED)
+    store.save(path)
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    for name in ("state.db", "state.db-wal"):  # what a kill -9 leaves on disk
+        shutil.copy(tmp_path / name, frozen / name)
+    holder.close()
+    assert (frozen / "state.db-wal").stat().st_size > 0
+    restored = _fresh_like(FULL, NOT_REGISTERED)
+    assert restored.load(frozen / "state.db") == 2
+    assert restored.get("gone.example") == NOT_REGISTERED
+
+
+def test_a_wal_without_its_database_is_not_replayed_into_a_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    other = tmp_path / "other.db"
+    _store(NOT_REGISTERED).save(other)
+    holder = sqlite3.connect(other)
+    holder.execute("SELECT 1 FROM domains").fetchone()
+    try:
+        _store(FULL).save(other)
+        # A stray WAL (its database deleted or moved by hand) where the new database goes.
+        shutil.copy(tmp_path / "other.db-wal", tmp_path / "state.db-wal")
+    finally:
+        holder.close()
+    store = _store(NOT_REGISTERED)
+    assert store.save(path) == 1
+    assert set(_rows(path)) == {"gone.example"}
 
 
 # --- restored-state age limit (issue 7 item 6) --------------------------------------------
@@ -543,6 +950,28 @@ def test_a_last_success_far_in_the_future_is_not_fresh(tmp_path: Path) -> None:
     assert got is not None
     assert got.rdap is None
     assert got.dns == status.dns and got.email == status.email
+
+
+def test_a_whois_result_ages_with_the_whois_check(tmp_path: Path) -> None:
+    # RDAP and WHOIS results share the `rdap` field; the check that read it decides its age.
+    assert FULL.rdap is not None
+    status = replace(
+        _aged(21 * DAY, 60, 60),
+        rdap=replace(FULL.rdap, source="whois"),
+    )
+    status = replace(status, checks={**status.checks, "whois": replace(
+        status.checks["dns"], last_success=NOW - 60)})  # fmt: skip
+    path = tmp_path / "state.db"
+    _store(status).save(path)
+    store = _fresh_like(status)
+    store.load(path, max_age={**MAX_AGE, "whois": 12 * 3600.0}, now=NOW)
+    got = store.get("example.com")
+    assert got is not None and got.rdap is not None  # the RDAP check's age does not count
+    assert got.checks["rdap"].next_due is None  # ...though its own schedule is reset
+    store = _fresh_like(status)
+    store.load(path, max_age={**MAX_AGE, "whois": 30.0}, now=NOW)
+    got = store.get("example.com")
+    assert got is not None and got.rdap is None
 
 
 def test_without_max_age_nothing_is_dropped(tmp_path: Path) -> None:
