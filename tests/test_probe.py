@@ -356,8 +356,8 @@ def test_readme_scrape_job_and_recording_rule_in_prometheus(
     if prometheus is None or promtool is None:
         pytest.skip("prometheus is not installed (.ci/run installs it)")
     wait_until_no_unlisted(world)
-    scrape_doc, rules_doc = readme_blocks()
-    job = scrape_doc["scrape_configs"][0]
+    jobs, rules_doc = readme_blocks()
+    (job,) = jobs
     assert job["metrics_path"] == "/probe"
     # The README's job as written, made fast and pointed at this exporter.
     job.update(scrape_interval="1s", scrape_timeout="1s")
