@@ -262,7 +262,8 @@ def test_pending_answer_within_the_scrape_timeout_then_the_result(world: World) 
         elapsed = time.monotonic() - started
         assert status == 200, body
         # Waited for the result up to the scrape timeout minus 0.5 s, then answered.
-        assert 0.4 <= elapsed < 0.9, elapsed
+        # (far below probe.max_wait, 5 s; the upper bound leaves room for a loaded machine)
+        assert 0.4 <= elapsed < 2.0, elapsed
         probe = parse(body)
         assert probe.value("domain_probe_success", domain="slow.test") == 0
         assert probe.value("domain_probe_pending", domain="slow.test") == 1
