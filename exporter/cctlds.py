@@ -28,6 +28,7 @@ class Registry:
     # configured, but `check` suggests it.
     whois_restricted: str | None = None
     expiry_published: bool | None = None  # None: unverified
+    requests_per_second: float | None = None  # the operator's published WHOIS limit
     tz: timezone = UTC  # zone of the registry's WHOIS times printed without one
     sources: Mapping[str, str] = field(default_factory=dict)
     unverified: tuple[str, ...] = ()
@@ -78,6 +79,7 @@ def parse_table(document: object) -> RegistryTable:
             whois_query=str(item.get("whois_query") or "{domain}"),
             whois_restricted=item.get("whois_restricted") or None,
             expiry_published=item.get("expiry_published"),
+            requests_per_second=item.get("requests_per_second"),
             tz=_tz(item.get("tz")),
             sources=dict(item.get("sources") or {}),
             unverified=tuple(item.get("unverified") or ()),

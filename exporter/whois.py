@@ -139,12 +139,17 @@ class WhoisClient:
         self.table = table or builtin_table()
         self._limiter = limiter or asyncio.Semaphore(64)
         self._resolve = resolve or _getaddrinfo
-        self._pacers: dict[tuple[str, int], HostPacer] = {}
+        self._pacers: dict[tuple[str, int, float | None], HostPacer] = {}
 
     def reconfigure(self, settings: WhoisSettings) -> None:
         self.settings = settings
-        for pacer in self._pacers.values():
-            pacer.configure(settings.requests_per_second, MAX_IN_FLIGHT)
+        for (_host, _port, limit), pacer in self._pacers.items():
+            pacer.configure(self._rate(limit), MAX_IN_FLIGHT)
+
+    def _rate(self, limit: float | None) -> float:
+        """whois.requests_per_second, never faster than the operator's published limit."""
+        rate = self.settings.requests_per_second
+        return min(rate, limit) if limit else rate
 
     def server_for(self, domain: str) -> WhoisServer | None:
         """The WHOIS server for `domain`: `whois.servers` (longest suffix) wins over the table.
@@ -163,10 +168,11 @@ class WhoisClient:
         return None
 
     def _pacer(self, server: WhoisServer) -> HostPacer:
-        key = (server.host, server.port)
+        limit = server.registry.requests_per_second if server.registry else None
+        key = (server.host, server.port, limit)
         pacer = self._pacers.get(key)
         if pacer is None:
-            pacer = self._pacers[key] = HostPacer(self.settings.requests_per_second, MAX_IN_FLIGHT)
+            pacer = self._pacers[key] = HostPacer(self._rate(limit), MAX_IN_FLIGHT)
         return pacer
 
     async def lookup(self, domain: str, server: WhoisServer | None = None) -> WhoisLookup:
