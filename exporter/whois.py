@@ -139,12 +139,15 @@ class WhoisClient:
         self.table = table or builtin_table()
         self._limiter = limiter or asyncio.Semaphore(64)
         self._resolve = resolve or _getaddrinfo
-        self._pacers: dict[tuple[str, int, float | None], HostPacer] = {}
+        self._pacers: dict[tuple[str, int], HostPacer] = {}
+        # The lowest published limit of any registry seen on a server (one host may answer
+        # for several TLDs): the pace of that server never exceeds it.
+        self._limits: dict[tuple[str, int], float] = {}
 
     def reconfigure(self, settings: WhoisSettings) -> None:
         self.settings = settings
-        for (_host, _port, limit), pacer in self._pacers.items():
-            pacer.configure(self._rate(limit), MAX_IN_FLIGHT)
+        for key, pacer in self._pacers.items():
+            pacer.configure(self._rate(self._limits.get(key)), MAX_IN_FLIGHT)
 
     def _rate(self, limit: float | None) -> float:
         """whois.requests_per_second, never faster than the operator's published limit."""
@@ -168,11 +171,16 @@ class WhoisClient:
         return None
 
     def _pacer(self, server: WhoisServer) -> HostPacer:
+        key = (server.host, server.port)
         limit = server.registry.requests_per_second if server.registry else None
-        key = (server.host, server.port, limit)
+        known = self._limits.get(key)
+        if limit and (known is None or limit < known):
+            self._limits[key] = limit
         pacer = self._pacers.get(key)
         if pacer is None:
-            pacer = self._pacers[key] = HostPacer(self._rate(limit), MAX_IN_FLIGHT)
+            pacer = self._pacers[key] = HostPacer(self._rate(self._limits.get(key)), MAX_IN_FLIGHT)
+        elif limit and (known is None or limit < known):
+            pacer.configure(self._rate(limit), MAX_IN_FLIGHT)
         return pacer
 
     async def lookup(self, domain: str, server: WhoisServer | None = None) -> WhoisLookup:
