@@ -1,69 +1,270 @@
-"""Benchmark: time and DNS queries of one delegation check and one mail-domain check.
+"""Benchmark: delegation checks per second against Knot, beside raw dnspython doing the same job.
 
-    python bench/dnscheck.py [--rounds 50]
+    python bench/dnscheck.py [--domains 300] [--rounds 5] [--concurrency 16] [--before REV]
 
-Starts the test DNS world (tests/support/dnsworld.py: Knot hierarchy + unbound on 127.53.0.0/16,
-port 53, so run as root) and times `nameservers.check_delegation` and `mail.check_mail_domain`
-exactly as the scheduler calls them. Only loopback addresses are contacted.
+Starts a Knot hierarchy of its own on 127.93.100.0/24 and 127.93.101.0/24 (port 53, so run as
+root; only loopback is contacted, no other helper's addresses)::
+
+    root   127.93.100.1            .      bench. -> a.nic.bench (.100.2), b.nic.bench (.100.3)
+    tld    127.93.100.2, .100.3    bench  d0001..dNNNN.bench -> ns1/ns2.prov.bench (glue)
+    prov   127.93.101.1, .101.2    prov.bench and every dNNNN.bench (apex NS = the parent's)
+
+and checks every domain once per round, `--concurrency` checks in flight (like the scheduler's
+limiter), in these variants, interleaved round by round so that load from elsewhere on the
+machine hits them alike:
+
+    cached      nameservers.check_delegation with one ZoneCache shared by all checks (what the
+                exporter does since issue 9)
+    uncached    the same without a cache: every check walks from the root
+    before      (with --before REV) nameservers.py as it was at git revision REV
+    raw-cached  the floor: raw dnspython sending what a check needs once the cuts are known:
+                the domain's NS at a TLD server (alternating), then the apex NS at every glue
+                address in parallel; no checks on the answers beyond "AA and an NS set"
+    raw-walk    the same from the root (root referral, TLD referral, child probes)
+
+Each variant is warmed up once (not timed). Printed: checks/s median and min-max over the rounds,
+DNS messages per check, and the ratios to the raw floors measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import dns.asyncquery
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdatatype
+import dns.version
 
-from exporter import mail, nameservers
-from exporter.config import EmailSettings
-from tests.support.dnsworld import DnsWorld
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from exporter import nameservers  # noqa: E402
+from exporter.config import DnsSettings  # noqa: E402
+from exporter.zonecache import ZoneCache  # noqa: E402
+from tests.faults.hostile_dns import KnotLab, KnotServer  # noqa: E402
+
+ROOT = "127.93.100.1"
+TLD = ("127.93.100.2", "127.93.100.3")
+PROV = ("127.93.101.1", "127.93.101.2")
+TIMEOUT = 1.0
+
+Check = Callable[[str], Awaitable[int]]  # one delegation check of a domain -> messages sent
 
 
-async def measure(label: str, rounds: int, call) -> None:  # type: ignore[no-untyped-def]
-    times = []
-    queries: Counter[str] = Counter()
-    for _ in range(rounds):
-        start = time.perf_counter()
-        await call(queries.update)
-        times.append(time.perf_counter() - start)
-    per = {k: v / rounds for k, v in queries.items()}
-    print(f"{label}: median={statistics.median(times) * 1000:.1f} ms "
-          f"p90={sorted(times)[int(rounds * 0.9) - 1] * 1000:.1f} ms queries_per_check={per}")
+def lab_servers(domains: list[str]) -> list[KnotServer]:
+    labels = [d.split(".")[0] for d in domains]
+    apex = "@ 3600 NS ns1.prov.bench.\n@ 3600 NS ns2.prov.bench.\n"
+    return [
+        KnotServer(
+            "root",
+            (ROOT,),
+            {
+                ".": f"""
+@ NS a.root.bench.
+a.root.bench. A {ROOT}
+bench. 3600 NS a.nic.bench.
+bench. 3600 NS b.nic.bench.
+a.nic.bench. 3600 A {TLD[0]}
+b.nic.bench. 3600 A {TLD[1]}
+"""
+            },
+        ),
+        KnotServer(
+            "tld",
+            TLD,
+            {
+                "bench": f"""
+@ 3600 NS a.nic.bench.
+@ 3600 NS b.nic.bench.
+a.nic 3600 A {TLD[0]}
+b.nic 3600 A {TLD[1]}
+a.root A {ROOT}
+prov 3600 NS ns1.prov
+prov 3600 NS ns2.prov
+ns1.prov 3600 A {PROV[0]}
+ns2.prov 3600 A {PROV[1]}
+"""
+                + "".join(f"{x} 3600 NS ns1.prov\n{x} 3600 NS ns2.prov\n" for x in labels)
+            },
+        ),
+        KnotServer(
+            "prov",
+            PROV,
+            {
+                "prov.bench": apex + f"ns1 3600 A {PROV[0]}\nns2 3600 A {PROV[1]}\n",
+                **{d: apex for d in domains},
+            },
+        ),
+    ]
 
 
-async def run(world: DnsWorld, rounds: int) -> None:
-    email = EmailSettings(allow_private_addresses=True)
-    for mode in ("root", "resolver"):
-        dns = world.settings(mode=mode, timeout=0.5)
-        await measure(
-            f"delegation good.test ({mode})", rounds,
-            lambda rec, dns=dns: nameservers.check_delegation(
-                "good.test", dns, on_query=lambda o: rec([o])),
-        )
-        await measure(
-            f"delegation shop.co.test ({mode})", rounds,
-            lambda rec, dns=dns: nameservers.check_delegation(
-                "shop.co.test", dns, on_query=lambda o: rec([o])),
-        )
-    dns = world.settings(mode="resolver", timeout=0.5)
-    await measure(
-        "mail mx-ok.test (resolver)", rounds,
-        lambda rec: mail.check_mail_domain("mx-ok.test", dns, email, on_query=lambda o: rec([o])),
+# -- the raw dnspython floor -------------------------------------------------------------------
+
+
+async def _ask(name: dns.name.Name, server: str) -> dns.message.Message:
+    q = dns.message.make_query(name, dns.rdatatype.NS, use_edns=0, payload=1232)
+    q.flags &= ~dns.flags.RD
+    return await dns.asyncquery.udp(
+        q, server, timeout=TIMEOUT, ignore_unexpected=True, ignore_errors=True
     )
 
 
+def _glue(response: dns.message.Message) -> list[str]:
+    return [
+        rr.address
+        for rrset in response.additional
+        if rrset.rdtype == dns.rdatatype.A
+        for rr in rrset
+    ]
+
+
+async def _children(name: dns.name.Name, referral: dns.message.Message) -> int:
+    addresses = _glue(referral)
+    answers = await asyncio.gather(*(_ask(name, a) for a in addresses))
+    for answer in answers:
+        assert answer.flags & dns.flags.AA and answer.answer, answer
+    return len(addresses)
+
+
+def raw_cached() -> Check:
+    turn = 0
+
+    async def check(domain: str) -> int:
+        nonlocal turn
+        turn += 1
+        name = dns.name.from_text(domain)
+        referral = await _ask(name, TLD[turn % len(TLD)])
+        return 1 + await _children(name, referral)
+
+    return check
+
+
+def raw_walk() -> Check:
+    async def check(domain: str) -> int:
+        name = dns.name.from_text(domain)
+        top = await _ask(name, ROOT)
+        referral = await _ask(name, _glue(top)[0])
+        return 2 + await _children(name, referral)
+
+    return check
+
+
+# -- the exporter's check ----------------------------------------------------------------------
+
+
+def exporter_check(module: ModuleType, cache: ZoneCache | None) -> Check:
+    settings = DnsSettings(root_servers=(ROOT,), timeout=TIMEOUT)
+
+    async def check(domain: str) -> int:
+        kwargs = {} if cache is None else {"cache": cache}
+        d = await module.check_delegation(domain, settings, **kwargs)
+        assert d.error is None and d.child == ("ns1.prov.bench", "ns2.prov.bench"), d
+        return int(d.queries)
+
+    return check
+
+
+def load_before(rev: str) -> ModuleType:
+    source = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{rev}:exporter/nameservers.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="dnsbench-")) / "nameservers_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("nameservers_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+async def one_round(check: Check, domains: list[str], concurrency: int) -> tuple[float, int]:
+    """(checks per second, DNS messages) for one pass over `domains`."""
+    limiter = asyncio.Semaphore(concurrency)
+    sent = 0
+
+    async def one(domain: str) -> None:
+        nonlocal sent
+        async with limiter:
+            count = await check(domain)
+        sent += count  # (never `sent += await ...`: the read would race the other checks)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(d) for d in domains))
+    return len(domains) / (time.perf_counter() - start), sent
+
+
+async def run(args: argparse.Namespace, domains: list[str]) -> None:
+    variants: dict[str, Check] = {
+        "cached": exporter_check(nameservers, ZoneCache()),
+        "uncached": exporter_check(nameservers, None),
+    }
+    if args.before:
+        variants["before"] = exporter_check(load_before(args.before), None)
+    variants["raw-cached"] = raw_cached()
+    variants["raw-walk"] = raw_walk()
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    messages: dict[str, float] = {}
+    for name, check in variants.items():
+        await one_round(check, domains, args.concurrency)  # warm-up (fills the cache)
+    for _ in range(args.rounds):
+        for name, check in variants.items():
+            rate, sent = await one_round(check, domains, args.concurrency)
+            rates[name].append(rate)
+            messages[name] = sent / len(domains)
+    print(
+        f"{len(domains)} domains x {args.rounds} rounds, {args.concurrency} checks in flight, "
+        f"Python {sys.version.split()[0]}, dnspython {dns.version.version}"
+    )
+    print(f"{'variant':<11} {'checks/s median':>16} {'min-max':>15} {'msgs/check':>11}")
+    for name, values in rates.items():
+        print(
+            f"{name:<11} {statistics.median(values):>16.0f} "
+            f"{min(values):>7.0f}-{max(values):<7.0f} {messages[name]:>11.1f}"
+        )
+
+    def ratio(a: str, b: str) -> None:
+        each = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+        print(
+            f"{a} / {b}: median {statistics.median(each):.2f} "
+            f"(min {min(each):.2f}, max {max(each):.2f}, per round)"
+        )
+
+    ratio("cached", "raw-cached")
+    ratio("cached", "raw-walk")
+    ratio("uncached", "raw-walk")
+    if args.before:
+        ratio("before", "raw-walk")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=50)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--domains", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--before", metavar="REV", help="also time nameservers.py at git REV")
     args = parser.parse_args()
-    with DnsWorld(Path(tempfile.mkdtemp(prefix="domainwatch-dnsbench-"))) as world:
-        asyncio.run(run(world, args.rounds))
+    domains = [f"d{i:04d}.bench" for i in range(1, args.domains + 1)]
+    with KnotLab(Path(tempfile.mkdtemp(prefix="dnsbench-")), lab_servers(domains)):
+        asyncio.run(run(args, domains))
 
 
 if __name__ == "__main__":

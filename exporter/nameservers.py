@@ -56,6 +56,7 @@ import asyncio
 import contextlib
 import contextvars
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -249,6 +250,12 @@ def _name_set(names: Iterable[str]) -> frozenset[str]:
 
 def _display(name: str | dns.name.Name) -> str:
     text = name.to_text(omit_final_dot=True) if isinstance(name, dns.name.Name) else name
+    return _display_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _display_text(text: str) -> str:
+    # Memoised: the same few NS names come back in every check, and UTS 46 mapping is not free.
     if text in (".", ""):
         return "."
     return normalise_host(text) or text.rstrip(".").lower()
@@ -316,11 +323,19 @@ class _Step:
     cut: dns.name.Name | None = None
     servers: list[_NsEntry] = field(default_factory=list)
     entry: _NsEntry | None = None  # the server that gave this response
-    source: str = ""  # "name (address)" of that server, for logs
+    address: _Server | None = None  # ... and the address it was asked at
     # A referral: the glue it carried (in the bailiwick of the zone asked), and how long the
     # cut may be remembered (the smallest TTL of its NS set and that glue).
     glue: Mapping[dns.name.Name, tuple[_Server, ...]] = field(default_factory=dict)
     ttl: float = 0.0
+
+    @property
+    def source(self) -> str:
+        """ "name (address)" of the server that gave this response, for logs (formatted only
+        when needed: a check makes several steps and rarely logs one)."""
+        if self.entry is None or self.address is None:
+            return ""
+        return _describe(self.entry, self.address)
 
 
 class _Gate:
@@ -352,11 +367,12 @@ class _Probe:
         self.queries = 0
         self.kinds: dict[str, int] = {}
         self.sent = 0
-        self.exhausted = asyncio.Event()
+        self.exhausted = False  # the query budget ran out
+        self.run_task: asyncio.Future[Delegation] | None = None
         self.stopped = False
         self.sem = asyncio.Semaphore(_MAX_IN_FLIGHT)
-        self.resolvers = tuple(_server(s) for s in settings.resolvers)
-        roots = tuple(_server(s) for s in settings.root_servers or IANA_ROOT_SERVERS)
+        self.resolvers = _servers(tuple(settings.resolvers))
+        roots = _servers(tuple(settings.root_servers or IANA_ROOT_SERVERS))
         # Only a walk from the root fills the shared cache: in resolver mode the parent zone and
         # its servers are the resolver's word, which is no authoritative fact.
         self.shared = cache if not self.resolvers else None
@@ -385,20 +401,17 @@ class _Probe:
     # -- the check under its deadline and budget -------------------------------------------
 
     async def check(self) -> Delegation:
-        run = asyncio.ensure_future(self._run_guarded())
-        spent = asyncio.ensure_future(self.exhausted.wait())
+        run = self.run_task = asyncio.ensure_future(self._run_guarded())
         try:
-            done, _ = await asyncio.wait(
-                {run, spent}, timeout=self.deadline, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({run}, timeout=self.deadline)
         except asyncio.CancelledError:
             self.stopped = True
             run.cancel()
-            spent.cancel()
             raise
-        spent.cancel()
         if run in done:
-            return run.result()
+            # Cancelled only by `_message` when the query budget runs out (it cancels the walk
+            # and every query in flight at once, like the deadline below).
+            return self._stopped_result() if run.cancelled() else run.result()
         # Cancelling the walk cancels every query in flight (each is counted as a timeout).
         # `stopped` makes any later message fail at once, so even a task whose cancellation
         # got lost (asyncio.wait_for in Python 3.11 can swallow one) cannot go on querying.
@@ -408,7 +421,7 @@ class _Probe:
         return self._stopped_result()
 
     def _stopped_result(self) -> Delegation:
-        error: CheckError = "query_budget" if self.exhausted.is_set() else "deadline"
+        error: CheckError = "query_budget" if self.exhausted else "deadline"
         log.debug(
             "dns check for %s stopped: %s after %d queries (deadline %.1fs, budget %d)",
             self.domain_text,
@@ -448,7 +461,7 @@ class _Probe:
         section = step.response.authority if step.kind == "referral" else step.response.answer
         ns_names = _ns_names(section, self.domain)
         if step.kind == "answer":  # a parent server that also hosts the child zone
-            self._learn_glue(step.response, step.zone)
+            self._learn_glue(step.response, step.zone, share=False)
         self.parent = tuple(sorted({_display(n) for n in ns_names}))
         self.delegated = True
         # The domain's own servers answer for in-bailiwick names (e.g. AAAA of ns1.<domain>
@@ -545,9 +558,23 @@ class _Probe:
             verdicts = await asyncio.gather(*(self._probe_address(ns, a) for a in found.addresses))
             return found, list(zip(found.addresses, verdicts, strict=True))
 
-        (found_a, v4), (found_aaaa, v6) = await asyncio.gather(
-            family(dns.rdatatype.A), family(dns.rdatatype.AAAA)
-        )
+        known_a, known_aaaa = (self._address_entry(host, t) for t in _ADDRESS_TYPES)
+        if known_a is not None and known_aaaa is not None:
+            # Both types known already (glue, the shared cache): no task per address type.
+            if gate.leader:
+                gate.ready.set()
+            found_a, found_aaaa = known_a, known_aaaa
+            both = (*found_a.addresses, *found_aaaa.addresses)
+            if len(both) == 1:
+                verdicts = [await self._probe_address(ns, both[0])]
+            else:
+                verdicts = await asyncio.gather(*(self._probe_address(ns, a) for a in both))
+            pairs = list(zip(both, verdicts, strict=True))
+            v4, v6 = pairs[: len(found_a.addresses)], pairs[len(found_a.addresses) :]
+        else:
+            (found_a, v4), (found_aaaa, v6) = await asyncio.gather(
+                family(dns.rdatatype.A), family(dns.rdatatype.AAAA)
+            )
         asked = [(a, v) for a, v in (*v4, *v6) if v is not None]  # None = no route from here
         if not asked:
             if v4 or v6:
@@ -614,8 +641,12 @@ class _Probe:
         zone = self._closest_cut(qname, strict=stop_at_cut)
         waited: set[dns.name.Name] = set()
         for _ in range(_MAX_STEPS):
-            key = _flight_key(zone, qname, rdtype)
-            if self.shared is not None and zone not in waited and key not in _FLYING.get():
+            # The question for the domain's own NS set at its parent is the measurement: no
+            # other check asks it, so it takes no flight.
+            measuring = stop_at_cut and len(qname) == len(zone) + 1
+            key = None if self.shared is None or measuring else _flight_key(zone, qname, rdtype)
+            if key is not None and zone not in waited and key not in _FLYING.get():
+                assert self.shared is not None
                 flight = self.shared.flight(key)
                 if flight is not None:
                     # Another check is asking this zone the same way down right now: wait for
@@ -653,16 +684,16 @@ class _Probe:
         qname: dns.name.Name,
         rdtype: dns.rdatatype.RdataType,
         chain: tuple[dns.name.Name, ...],
-        key: tuple[object, ...],
+        key: tuple[object, ...] | None,
         stop_at_cut: bool,
     ) -> _Step:
-        """One step of a walk; other checks that want the same step meanwhile wait for it, and
-        a referral on the way down is remembered (here and in the shared cache) before they
-        wake up."""
-        event = None
-        if self.shared is not None:
+        """One step of a walk; other checks that want the same step (`key`) meanwhile wait for
+        it, and a referral on the way down is remembered (here and in the shared cache) before
+        they wake up."""
+        event = token = None
+        if key is not None and self.shared is not None:
             event = self.shared.take_off(key)
-        token = _FLYING.set(_FLYING.get() | {key})
+            token = _FLYING.set(_FLYING.get() | {key})
         try:
             servers = self.cuts[zone]
             step = await self._ask_zone(zone, servers, qname, rdtype, chain)
@@ -674,8 +705,9 @@ class _Probe:
                 self._remember_cut(step)
             return step
         finally:
-            _FLYING.reset(token)
-            if self.shared is not None and event is not None:
+            if token is not None:
+                _FLYING.reset(token)
+            if key is not None and event is not None and self.shared is not None:
                 self.shared.land(key, event)
 
     def _remember_cut(self, step: _Step) -> None:
@@ -703,7 +735,7 @@ class _Probe:
         zone's other servers before calling it a fact."""
         others = [e for e in servers if e is not first.entry]
         if not others:  # a zone with one server: its authoritative word is all there is
-            return _Step("negative", zone, first.response, source=first.source)
+            return _Step("negative", zone, first.response, entry=first.entry, address=first.address)
         second = await self._ask_zone(zone, others, qname, dns.rdatatype.NS, chain)
         if second.kind == "failed":
             log.debug(
@@ -716,7 +748,7 @@ class _Probe:
             )
             return second
         if _is_negative(second, qname):
-            return _Step("negative", zone, first.response, source=first.source)
+            return _Step("negative", zone, first.response, entry=first.entry, address=first.address)
         self.disagreeing.append(first.source)
         log.warning(
             "parent servers disagree: domain=%s zone=%s negative_from=%s referral_from=%s",
@@ -786,7 +818,7 @@ class _Probe:
                 self.shared.answered(address)
             step = self._classify(reply.response, zone, qname)
             step.entry = entry
-            step.source = _describe(entry, address)
+            step.address = address
             if step.kind != "failed":
                 return step
             assert step.reason is not None
@@ -816,6 +848,8 @@ class _Probe:
 
     def _backing_off(self, entry: _NsEntry) -> bool:
         assert self.shared is not None
+        if not self.shared.backoffs:
+            return False
         routable = [a for a in entry.addresses or () if self._routable(a[0])]
         return bool(routable) and self.shared.backing_off(routable[0])
 
@@ -872,11 +906,17 @@ class _Probe:
             # A referral must go down from the zone we asked and towards the name we want;
             # anything else is an upward or foreign referral from a broken server.
             if cut != zone and cut.is_subdomain(zone) and qname.is_subdomain(cut):
-                glue = self._learn_glue(response, zone)
+                # The glue of the measured referral itself stays in this check: its child
+                # probes use it, and sharing it for every check of every domain would cost more
+                # than the one lookup per TTL it saves another domain with the same servers.
+                glue = self._learn_glue(response, zone, share=cut != self.domain)
                 entries = [
                     _NsEntry(rr.target, glue.get(rr.target) or self._known_addresses(rr.target))
                     for rr in rrset
                 ]
+                if cut == self.domain or self.shared is None:
+                    # The measured referral is never remembered: no TTL to work out.
+                    return _Step("referral", zone, response, cut=cut, servers=entries)
                 targets = {rr.target for rr in rrset}
                 ttl = min(
                     [rrset.ttl]
@@ -901,9 +941,10 @@ class _Probe:
         return _not_authoritative(zone)
 
     def _learn_glue(
-        self, response: dns.message.Message, zone: dns.name.Name
+        self, response: dns.message.Message, zone: dns.name.Name, *, share: bool = True
     ) -> dict[dns.name.Name, tuple[_Server, ...]]:
-        """Addresses from the additional section, only for names inside `zone` (bailiwick)."""
+        """Addresses from the additional section, only for names inside `zone` (bailiwick);
+        with `share`, into the shared cache too."""
         found: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], list[_Server]] = {}
         ttls: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], int] = {}
         for rrset in response.additional:
@@ -916,7 +957,7 @@ class _Probe:
             unique = tuple(dict.fromkeys(addrs))
             self.addresses.setdefault((name, rdtype), _Found(unique, True))
             glue[name] = glue.get(name, ()) + unique
-            if self.shared is not None:
+            if share and self.shared is not None:
                 ttl = ttls[(name, rdtype)]
                 self.shared.put_addresses(name, rdtype, unique, ttl, rank=RANK_GLUE)
         return glue
@@ -1086,6 +1127,8 @@ class _Probe:
                 self._log_failure(qname, rdtype, host, "error", exc)
                 if exc.errno in _NO_ROUTE_ERRNOS:
                     self.routes[host] = False
+                    if self.shared is not None:
+                        self.shared.put_route(host, False)
                     return _Reply(None, "no_route")
                 # A refused TCP connection after a UDP timeout: still nothing answered.
                 return _Reply(None, "timeout" if tcp_retry else "error")
@@ -1103,8 +1146,10 @@ class _Probe:
         """Send one message within the query budget and report its outcome exactly once."""
         async with self.sem:
             if self.sent >= QUERY_BUDGET:
-                self.exhausted.set()  # wakes the supervisor in `check`
                 self.stopped = True
+                if not self.exhausted and self.run_task is not None:
+                    self.run_task.cancel()  # ends the check now (see `check`)
+                self.exhausted = True
             if self.stopped:
                 raise _Stopped
             self.sent += 1
@@ -1133,8 +1178,13 @@ class _Probe:
 
     def _routable(self, host: str) -> bool:
         known = self.routes.get(host)
+        if known is None and self.shared is not None:
+            known = self.shared.route(host)
         if known is None:
-            known = self.routes[host] = _has_route(host)
+            known = _has_route(host)
+            if self.shared is not None:
+                self.shared.put_route(host, known)
+        self.routes[host] = known
         return known
 
     def _count(self, outcome: QueryOutcome, kind: ServerKind) -> None:
@@ -1185,6 +1235,12 @@ def _has_route(host: str) -> bool:
 def _server(text: str) -> _Server:
     host, port = split_host_port(text, 53)
     return host, port
+
+
+@functools.lru_cache(maxsize=64)
+def _servers(texts: tuple[str, ...]) -> tuple[_Server, ...]:
+    """The configured addresses, parsed once per configuration rather than once per check."""
+    return tuple(_server(s) for s in texts)
 
 
 def _describe(entry: _NsEntry, address: _Server) -> str:

@@ -18,6 +18,8 @@ otherwise be asked for every domain; cap: a record with a week-long TTL must not
 TLD server for a week). max_ttl is never more than `TTL_CAP`. Entries are bounded in number (LRU):
 at most `max_entries` cuts and as many address sets.
 
+Also kept for a minute: whether this host has a route to an address at all (`route`).
+
 Spreading the load: `turn(zone, n)` rotates which of a zone's servers is asked first, and a
 server that timed out is asked last for `backoff` seconds (`timed_out` / `answered`).
 
@@ -46,6 +48,9 @@ DEFAULT_MIN_TTL = 60.0
 DEFAULT_MAX_ENTRIES = 10_000
 # How long a server that timed out is asked last (after its zone's other servers).
 DEFAULT_BACKOFF = 30.0
+# How long "this host has (no) route to that address" is believed: a local fact that changes
+# when the host's network does (an IPv6 uplink going away), so not for long.
+ROUTE_TTL = 60.0
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -129,6 +134,7 @@ class ZoneCache:
         )
         self._silent_until: _Lru[Server, float] = _Lru(max_entries)
         self._turns: _Lru[dns.name.Name, int] = _Lru(max_entries)
+        self._routes: _Lru[str, tuple[bool, float]] = _Lru(max_entries)
         # Questions on the way down being asked right now, so that 1,000 checks starting together
         # ask the root once, not 1,000 times (see `flight`).
         self._flights: dict[Hashable, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
@@ -146,6 +152,7 @@ class ZoneCache:
         self._addresses.clear()
         self._silent_until.clear()
         self._turns.clear()
+        self._routes.clear()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -221,6 +228,11 @@ class ZoneCache:
     def timed_out(self, server: Server) -> None:
         self._silent_until.put(server, self._clock() + self.backoff)
 
+    @property
+    def backoffs(self) -> int:
+        """How many servers may be backing off (a cheap "none" before asking per server)."""
+        return len(self._silent_until)
+
     def backing_off(self, server: Server) -> bool:
         """Did `server` time out within the last `backoff` seconds?"""
         until = self._silent_until.get(server)
@@ -230,6 +242,19 @@ class ZoneCache:
             self._silent_until.pop(server)
             return False
         return True
+
+    def route(self, host: str) -> bool | None:
+        """Whether this host could send to `host` lately (None: not known)."""
+        known = self._routes.get(host)
+        if known is None:
+            return None
+        if known[1] <= self._clock():
+            self._routes.pop(host)
+            return None
+        return known[0]
+
+    def put_route(self, host: str, routable: bool) -> None:
+        self._routes.put(host, (routable, self._clock() + ROUTE_TTL))
 
     # -- one question at a time ----------------------------------------------------------------
 
