@@ -223,7 +223,7 @@ async def run(args: argparse.Namespace, domains: list[str]) -> None:
     variants["raw-walk"] = raw_walk()
     rates: dict[str, list[float]] = {k: [] for k in variants}
     messages: dict[str, float] = {}
-    for name, check in variants.items():
+    for check in variants.values():
         await one_round(check, domains, args.concurrency)  # warm-up (fills the cache)
     for _ in range(args.rounds):
         for name, check in variants.items():
