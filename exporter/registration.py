@@ -17,6 +17,9 @@ from exporter.names import normalise_host
 
 HOLD_STATUSES = frozenset({"client hold", "server hold"})
 DYING_STATUSES = frozenset({"pending delete", "redemption period", "pending restore"})
+# Either lock stops a transfer to another registrar (RFC 5731 clientTransferProhibited /
+# serverTransferProhibited); its removal is the usual first step of a registrar-side hijack.
+TRANSFER_LOCK_STATUSES = frozenset({"client transfer prohibited", "server transfer prohibited"})
 
 # Roles whose mailbox the registrar writes to (verification, renewal, transfer mail).
 CONTACT_ROLES = ("registrant", "administrative", "technical", "billing")
@@ -68,10 +71,15 @@ class Registration:
     registrar_link: str | None = None  # rel=related RDAP link (thin registries)
     redacted: tuple[str, ...] = ()  # RFC 9537 names of redacted fields
     warnings: tuple[str, ...] = ()
+    last_changed: datetime | None = None  # the registry's `last changed` event
 
     @property
     def on_hold(self) -> bool:
         return bool(HOLD_STATUSES.intersection(self.statuses))
+
+    @property
+    def transfer_locked(self) -> bool:
+        return bool(TRANSFER_LOCK_STATUSES.intersection(self.statuses))
 
     @property
     def dying(self) -> bool:
@@ -323,6 +331,8 @@ def _parse_domain(payload: object) -> Registration:
         # (the walrus binds in the function's scope: not `name`, which is the domain's)
         if (field_name := _text(item["name"].get("type")) or _text(item["name"].get("description")))
     )
+    # Informational only: its date oddities are not worth a data-oddity warning of their own.
+    last_changed = _latest(events, "last changed", [])
     return Registration(
         name=name,
         expiry=_latest(events, "expiration", warnings),
@@ -334,6 +344,7 @@ def _parse_domain(payload: object) -> Registration:
         contacts=_contacts(payload.get("entities")),
         registrar_link=_related_rdap_link(payload.get("links")),
         redacted=redacted,
+        last_changed=last_changed,
         warnings=tuple(warnings),
     )
 
@@ -359,5 +370,6 @@ def merge_registrar(registry: Registration, registrar: Registration) -> Registra
         else registrar.nameservers,
         contacts=tuple(kept + from_registrar),
         redacted=tuple(sorted(set(registry.redacted) | set(registrar.redacted))),
+        last_changed=registry.last_changed or registrar.last_changed,
         warnings=registry.warnings + tuple(f"registrar: {w}" for w in registrar.warnings),
     )

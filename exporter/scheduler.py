@@ -28,6 +28,7 @@ from typing import Any
 from exporter.checks import Check, Result, jittered
 from exporter.checks.contacts import ContactsCheck
 from exporter.checks.delegation import DelegationCheck
+from exporter.checks.nsdomains import NameserverDomainsCheck
 from exporter.checks.registration import RegistrationCheck
 from exporter.checks.whois import WhoisCheck
 from exporter.config import Config, DomainConfig
@@ -101,6 +102,7 @@ class Scheduler:
                 WhoisCheck(self, rdap, self.whois),
                 DelegationCheck(self),
                 ContactsCheck(self, rdap),
+                NameserverDomainsCheck(self, rdap, self.whois),
             )
         }
         # check -> runs waiting in a lane's queue (domainwatch_check_backlog), kept as counters

@@ -23,7 +23,7 @@ from exporter.registration import Registration
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("rdap", "whois", "dns", "email")
+CHECKS = ("rdap", "whois", "dns", "email", "nsdomain")
 STATE_VERSION = 2  # 2: generic field-by-field records (statefile.py); 1 still loads
 _READABLE_VERSIONS = (1, 2)  # of legacy JSON files; the database only ever holds version 2
 
@@ -78,6 +78,9 @@ class ContactVerdict:
     deliverable: bool | None
     reason: str
     self_hosted: bool
+    # At a consumer mailbox provider (gmail.com, outlook.com, ...): a person's mailbox, not a
+    # role address of the organisation (exporter/mailproviders.py).
+    personal: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,35 @@ class EmailResult:
 
 
 @dataclass(frozen=True)
+class NsDomainVerdict:
+    """The registration of one nameserver host's registrable domain (checks/nsdomains.py)."""
+
+    nameserver_domain: str
+    healthy: bool | None  # None: unknown (never read, lookup failed, unconfirmed 404)
+    reason: str  # ok | unregistered | expired | hold | pending_delete | unknown | ...
+
+
+@dataclass(frozen=True)
+class NsDomainResult:
+    verdicts: tuple[NsDomainVerdict, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChangeLog:
+    """What domainwatch saw change, and when (exporter/changes.py). Persisted with the state,
+    so a restart neither forgets a change nor mistakes its first reading for one."""
+
+    registry_nameservers: tuple[str, ...] | None = None  # the last set seen, None: never seen
+    parent_nameservers: tuple[str, ...] | None = None
+    nameservers_changed_at: float | None = None  # Unix time the last change was observed
+    previous_nameservers: tuple[str, ...] | None = None  # the set before it, kept for a day
+    registrar_name: str | None = None
+    registrar_iana_id: str | None = None
+    registrar_changed_at: float | None = None
+    previous_registrar: str | None = None
+
+
+@dataclass(frozen=True)
 class DomainStatus:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -117,6 +149,8 @@ class DomainStatus:
     # so `check` can say what it used or would use, even after a failure.
     registry_source: str | None = None
     registry_server: str | None = None
+    nsdomain: NsDomainResult | None = None  # the `nsdomain` check's result
+    changes: ChangeLog = field(default_factory=ChangeLog)
 
     def check(self, kind: str) -> CheckState:
         return self.checks.get(kind) or CheckState()

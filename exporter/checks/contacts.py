@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from exporter import mail, verdicts
+from exporter import mail, mailproviders, verdicts
 from exporter.checks import Check, Context, Result
 from exporter.rdap import RdapClient, RdapLookup
 from exporter.registration import Registration
@@ -130,7 +130,9 @@ class ContactsCheck(Check):
             deliverable,
             reason,
         )
-        return ContactVerdict(role, source, mail_domain, deliverable, reason, self_hosted)
+        # Judged on the address alone: a person's free-mail box is a risk however deliverable.
+        personal = mailproviders.is_personal(mail_domain)
+        return ContactVerdict(role, source, mail_domain, deliverable, reason, self_hosted, personal)
 
     async def _mail_verdict(self, mail_domain: str) -> mail.MailVerdict:
         now = self.ctx.now()

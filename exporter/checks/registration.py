@@ -18,7 +18,7 @@ import logging
 import random
 from dataclasses import dataclass, replace
 
-from exporter import verdicts
+from exporter import changes, verdicts
 from exporter.capacity import RdapCycles
 from exporter.cctlds import builtin_table
 from exporter.checks import JITTER, Check, Context, Result, jittered
@@ -122,6 +122,9 @@ class RegistrationCheck(Check):
     def observe(
         self, domain: str, kind: str, before: DomainStatus | None, after: DomainStatus
     ) -> None:
+        if kind in (*REGISTRATION_CHECKS, "dns"):
+            # New registry or parent data: note a nameserver or registrar change (changes.py).
+            changes.observe(self.ctx.store, domain, self.ctx.now())
         if kind in ("rdap", "config"):
             reg = after.rdap.registration if after.rdap else None
             self.cycles.set_registrar(domain, reg.registrar_link if reg else None)
