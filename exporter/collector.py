@@ -117,6 +117,43 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
         "authoritatively." + _CACHED,
     ),
     (
+        "dnssec_signed",
+        "domain_dnssec_signed",
+        "1 if the parent zone publishes DS records for the domain, 0 if its servers answer "
+        "authoritatively that there are none." + _CACHED,
+    ),
+    (
+        "dnssec_ds_mismatch",
+        "domain_dnssec_ds_mismatch",
+        "1 if no DS at the parent names a DNSKEY that a delegated server serves and that signs "
+        "its DNSKEY RRset (validating resolvers then fail the domain); absent when not signed."
+        + _CACHED,
+    ),
+    (
+        "dnssec_expiry",
+        "domain_dnssec_signature_expiry_timestamp_seconds",
+        "The earliest expiration of the RRSIGs over the apex SOA, NS and DNSKEY RRsets across "
+        "the delegated servers, as Unix time (signed domains only)." + _CACHED,
+    ),
+    (
+        "dnssec_registry",
+        "domain_dnssec_registry_disagrees",
+        "1 if the registry's RDAP secureDNS.delegationSigned differs from whether the parent "
+        "publishes DS (confirmed by an RDAP read after the difference was first seen)." + _CACHED,
+    ),
+    (
+        "glue_mismatch",
+        "domain_nameserver_glue_mismatch",
+        "1 if the parent's glue addresses for an in-domain nameserver differ from the addresses "
+        "the domain's own servers give it; absent for nameservers outside the domain." + _CACHED,
+    ),
+    (
+        "soa_drift",
+        "domain_soa_serial_drift",
+        "How far the newest SOA serial among the delegated servers is ahead of the oldest "
+        "(RFC 1982 serial arithmetic); 0 when they agree." + _CACHED,
+    ),
+    (
         "deliverable",
         "domain_contact_email_deliverable",
         "1 if the contact's mail domain can receive mail, 0 if it cannot; absent when unknown."
@@ -384,6 +421,21 @@ def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = Tru
             add("inconsistent", 1.0 if d.inconsistent else 0.0)
         for ns, reason in sorted(d.lame.items())[:MAX_NAMESERVER_SERIES]:
             add("lame", 0.0 if reason is None else 1.0, nameserver=remote_label(ns))
+
+    if s.dnssec is not None:
+        sec = s.dnssec
+        if sec.signed is not None:
+            add("dnssec_signed", 1.0 if sec.signed else 0.0)
+        if sec.ds_mismatch is not None:
+            add("dnssec_ds_mismatch", 1.0 if sec.ds_mismatch else 0.0)
+        if sec.signature_expiry is not None:
+            add("dnssec_expiry", sec.signature_expiry)
+        if sec.registry_disagrees is not None:
+            add("dnssec_registry", 1.0 if sec.registry_disagrees else 0.0)
+        for ns, bad in sorted(sec.glue_mismatch.items())[:MAX_NAMESERVER_SERIES]:
+            add("glue_mismatch", 1.0 if bad else 0.0, nameserver=remote_label(ns))
+        if sec.serial_drift is not None:
+            add("soa_drift", float(sec.serial_drift))
 
     if s.email is not None:
         for role, ok in sorted(s.email.by_role().items()):

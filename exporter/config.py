@@ -110,6 +110,9 @@ class DnsSettings:
     root_servers: tuple[str, ...] = ()
     interval: float = 5 * 60
     timeout: float = 3.0
+    # How often the DNSSEC check (DS, signatures, glue, SOA serials) runs: its questions cost
+    # the parent and the child about twice a delegation check, and signatures live for days.
+    dnssec_interval: float = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -504,6 +507,9 @@ def _read_dns(r: _Reader, value: object) -> DnsSettings:
         root_servers=_string_list(r, raw.get("root_servers"), "dns.root_servers", _server_address),
         interval=r.get(raw, "interval", "dns", d.interval, _positive_duration),
         timeout=r.get(raw, "timeout", "dns", d.timeout, _positive_duration),
+        dnssec_interval=r.get(
+            raw, "dnssec_interval", "dns", d.dnssec_interval, _positive_duration
+        ),
     )
 
 

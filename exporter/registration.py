@@ -65,6 +65,9 @@ class Registration:
     registrar_expiry: datetime | None = None
     statuses: tuple[str, ...] = ()
     nameservers: tuple[str, ...] | None = None  # None: the response lists none (not "empty")
+    # RDAP secureDNS.delegationSigned (RFC 9083 §5.3): the registry holds DS data for the
+    # domain. None when the registry does not say.
+    dnssec_signed: bool | None = None
     registrar: str | None = None
     registrar_iana_id: str | None = None
     contacts: tuple[ContactEmail, ...] = ()
@@ -250,6 +253,12 @@ def _nameservers(raw: object) -> tuple[str, ...] | None:
     return tuple(sorted(names))
 
 
+def _delegation_signed(raw: object) -> bool | None:
+    if isinstance(raw, dict) and isinstance(raw.get("delegationSigned"), bool):
+        return bool(raw["delegationSigned"])
+    return None
+
+
 def _events(raw: object, action: str) -> Iterable[object]:
     if not isinstance(raw, list):
         return []
@@ -339,6 +348,7 @@ def _parse_domain(payload: object) -> Registration:
         registrar_expiry=_latest(events, "registrar expiration", warnings),
         statuses=statuses,
         nameservers=_nameservers(payload.get("nameservers")),
+        dnssec_signed=_delegation_signed(payload.get("secureDNS")),
         registrar=registrar,
         registrar_iana_id=iana_id,
         contacts=_contacts(payload.get("entities")),

@@ -28,6 +28,7 @@ from typing import Any
 from exporter.checks import Check, Result, jittered
 from exporter.checks.contacts import ContactsCheck
 from exporter.checks.delegation import DelegationCheck
+from exporter.checks.dnssec import DnssecCheck
 from exporter.checks.nsdomains import NameserverDomainsCheck
 from exporter.checks.registration import RegistrationCheck
 from exporter.checks.whois import WhoisCheck
@@ -95,13 +96,16 @@ class Scheduler:
         self._refreshed: dict[tuple[str, str], float] = {}
         self._requested_once: set[tuple[str, str]] | None = None  # collects for check_once
         self.whois = WhoisClient(config.whois, limiter=limiter)  # registries without RDAP
+        # The DNSSEC check walks to the same parents: it shares the delegation check's cuts.
+        delegation = DelegationCheck(self)
         self.checks: dict[str, Check] = {
             c.name: c
             for c in (
                 RegistrationCheck(self, rdap, self.whois),
                 WhoisCheck(self, rdap, self.whois),
-                DelegationCheck(self),
+                delegation,
                 ContactsCheck(self, rdap),
+                DnssecCheck(self, delegation.zones),
                 NameserverDomainsCheck(self, rdap, self.whois),
             )
         }

@@ -23,7 +23,7 @@ from exporter.registration import Registration
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("rdap", "whois", "dns", "email", "nsdomain")
+CHECKS = ("rdap", "whois", "dns", "email", "nsdomain", "dnssec")
 STATE_VERSION = 2  # 2: generic field-by-field records (statefile.py); 1 still loads
 _READABLE_VERSIONS = (1, 2)  # of legacy JSON files; the database only ever holds version 2
 
@@ -68,6 +68,23 @@ class DnsResult:
     # registry's word counts once an RDAP read finished after this (verdicts.nameserver_verdict).
     disagree_since: float | None = None
     measured_at: float | None = None  # Unix time of the measurement
+
+
+@dataclass(frozen=True)
+class DnssecResult:
+    """The DNSSEC check's view (exporter/checks/dnssec.py). None always means "not measured";
+    every field is None for a domain its parent does not delegate."""
+
+    parent_zone: str | None = None
+    signed: bool | None = None  # the parent publishes DS
+    ds_mismatch: bool | None = None  # no DS names a key that signs a child's DNSKEY RRset
+    signature_expiry: float | None = None  # earliest apex RRSIG expiration (Unix time)
+    serial_drift: int | None = None  # newest minus oldest SOA serial (RFC 1982)
+    glue_mismatch: Mapping[str, bool] = field(default_factory=dict)  # in-domain NS -> verdict
+    # The parent's DS vs the registry's secureDNS.delegationSigned (dnssec.registry_verdict).
+    registry_disagrees: bool | None = None
+    registry_disagree_since: float | None = None
+    measured_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,7 @@ class DomainStatus:
     dns: DnsResult | None = None
     email: EmailResult | None = None
     checks: Mapping[str, CheckState] = field(default_factory=dict)
+    dnssec: DnssecResult | None = None  # the `dnssec` check's result
     # `domains[].expires`, used when no registry gives a date. Set from the config on every
     # sync and at start-up (checks/whois.py), so a value restored from the state file never
     # outlives a config change.
