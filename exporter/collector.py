@@ -68,6 +68,29 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ),
     ("status", "domain_status", "1 for every RDAP status present (RFC 8056 names)." + _CACHED),
     (
+        "transfer_lock",
+        "domain_transfer_lock",
+        "1 if 'client transfer prohibited' or 'server transfer prohibited' is among the RDAP "
+        "statuses, 0 if statuses are listed without either." + _CACHED,
+    ),
+    (
+        "last_changed",
+        "domain_last_changed_timestamp_seconds",
+        "The registry's RDAP 'last changed' event as Unix time." + _CACHED,
+    ),
+    (
+        "ns_changed",
+        "domain_nameservers_changed_timestamp_seconds",
+        "Unix time domainwatch observed the registry's or the parent zone's nameserver set "
+        "change (not set by the first observation; survives restarts through --state.file).",
+    ),
+    (
+        "registrar_changed",
+        "domain_registrar_changed_timestamp_seconds",
+        "Unix time domainwatch observed the sponsoring registrar change (not set by the first "
+        "observation; survives restarts through --state.file).",
+    ),
+    (
         "info",
         "domain_info",
         "String facts of the registration: registrar and RDAP server." + _CACHED,
@@ -104,6 +127,12 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
         "ns_info",
         "domain_nameserver_info",
         "1 per nameserver reported by a source (expected, registry, parent, child)." + _CACHED,
+    ),
+    (
+        "ns_domain_healthy",
+        "domain_nameserver_domain_healthy",
+        "1 if the registration of a nameserver's registrable domain is healthy, 0 if it is "
+        "unregistered, expired, on hold or pending delete; absent when unknown." + _CACHED,
     ),
     (
         "lame",
@@ -163,6 +192,12 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
         "self_hosted",
         "domain_contact_email_self_hosted",
         "1 if the contact's mail domain is the monitored domain itself." + _CACHED,
+    ),
+    (
+        "personal",
+        "domain_contact_email_personal",
+        "1 if the contact's mailbox is at a consumer mail provider (a person's own, not a role "
+        "address), else 0." + _CACHED,
     ),
 )
 _NAMES = {key: name for key, name, _doc in FAMILIES}
@@ -394,6 +429,9 @@ def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = Tru
                 add("hold", 1.0 if reg.on_hold else 0.0)
                 for st in sorted({remote_label(st) for st in reg.statuses}):
                     add("status", 1.0, status=st)
+                add("transfer_lock", 1.0 if reg.transfer_locked else 0.0)
+            if reg.last_changed is not None:
+                add("last_changed", reg.last_changed.timestamp())
             add(
                 "info",
                 1.0,
@@ -402,8 +440,20 @@ def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = Tru
                 rdap_server=remote_label(s.rdap.server),
             )
 
+    if s.changes.nameservers_changed_at is not None:
+        add("ns_changed", s.changes.nameservers_changed_at)
+    if s.changes.registrar_changed_at is not None:
+        add("registrar_changed", s.changes.registrar_changed_at)
     for ns in _capped(s.expected_nameservers):
         add("ns_info", 1.0, source="expected", nameserver=ns)
+    # The set before a nameserver change, for a day (changes.PREVIOUS_KEEP_SECONDS).
+    for ns in _capped(s.changes.previous_nameservers):
+        add("ns_info", 1.0, source="previous", nameserver=remote_label(ns))
+    if s.nsdomain is not None:
+        for nsd in s.nsdomain.verdicts:
+            if nsd.healthy is not None:
+                value = 1.0 if nsd.healthy else 0.0
+                add("ns_domain_healthy", value, nameserver_domain=nsd.nameserver_domain)
     if s.rdap is not None and s.rdap.registration is not None:
         for ns in _capped(s.rdap.registration.nameservers):
             add("ns_info", 1.0, source="registry", nameserver=remote_label(ns))
@@ -446,4 +496,9 @@ def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = Tru
             self_hosted[v.role] = self_hosted.get(v.role, False) or v.self_hosted
         for role, flag in sorted(self_hosted.items()):
             add("self_hosted", 1.0 if flag else 0.0, role=role)
+        personal: dict[str, bool] = {}
+        for v in s.email.verdicts:
+            personal[v.role] = personal.get(v.role, False) or v.personal
+        for role, flag in sorted(personal.items()):
+            add("personal", 1.0 if flag else 0.0, role=role)
     return out

@@ -21,11 +21,14 @@ from exporter.collector import DomainCollector
 from exporter.registration import ContactEmail, Registration
 from exporter.selfmetrics import ExporterMetrics
 from exporter.store import (
+    ChangeLog,
     CheckState,
     ContactVerdict,
     DnsResult,
     DomainStatus,
     EmailResult,
+    NsDomainResult,
+    NsDomainVerdict,
     RdapResult,
     StatusStore,
 )
@@ -242,6 +245,46 @@ STATUSES = [
     ),
     # No RDAP, no WHOIS, only `expires:`: expiry from config, no registration check series.
     DomainStatus(name="manual.example", manual_expiry=ts(20), registry_source="config"),
+    # Issue 11: the transfer lock is gone (statuses listed without it), the registry's `last
+    # changed`, a nameserver and a registrar change observed (the set before the change is
+    # exported as source="previous"), nameserver domains healthy / expired / unknown (absent),
+    # and a registrant at a consumer mail provider.
+    DomainStatus(
+        name="changed.example",
+        rdap=RdapResult(
+            registered=True,
+            server=SERVER,
+            registration=reg(
+                "changed.example",
+                statuses=("active",),
+                nameservers=("ns1.dead-dns.example", "ns1.good-dns.example"),
+                last_changed=ts(-0.5),
+            ),
+        ),
+        nsdomain=NsDomainResult(
+            (
+                NsDomainVerdict("dead-dns.example", False, "expired"),
+                NsDomainVerdict("good-dns.example", True, "ok"),
+                NsDomainVerdict("unknown-dns.example", None, "unknown"),
+            )
+        ),
+        changes=ChangeLog(
+            registry_nameservers=("ns1.dead-dns.example", "ns1.good-dns.example"),
+            nameservers_changed_at=NOW - 3600,
+            previous_nameservers=("ns1.example.net", "ns2.example.net"),
+            registrar_name="Example Registrar",
+            registrar_iana_id="9999",
+            registrar_changed_at=NOW - 7200,
+            previous_registrar="Old Registrar (IANA 1)",
+        ),
+        email=EmailResult(
+            (
+                ContactVerdict("registrant", "rdap", "gmail.com", True, "mx", False, True),
+                ContactVerdict("technical", "config", "corp.example", True, "mx", False),
+            )
+        ),
+        checks={"rdap": ok(NOW - 60), "nsdomain": ok(NOW - 60), "email": ok(NOW - 60)},
+    ),
 ]
 
 
