@@ -206,19 +206,35 @@ def _contacts(entities: object) -> tuple[ContactEmail, ...]:
     return tuple(found)
 
 
+_IANA_REGISTRAR_ID = "iana registrar id"  # RFC 9083 publicIds type ICANN's profile requires
+# IANA's registrar IDs 9995-9999 name no registrar: test/monitoring transactions and "Registry
+# Operator acts as Registrar" (AFNIC's "Registry Operations" 9999 for its own domains).
+_RESERVED_IANA_IDS = range(9995, 10000)
+
+
 def _registrar(entities: object) -> tuple[str | None, str | None]:
     for ent in _walk_entities(entities):
         if "registrar" not in _roles(ent):
             continue
-        name = _vcard_text(ent, "fn", "org")
+        # CZ.NIC identifies the registrar by its handle alone (no vCard): the handle is the
+        # name then, rather than "unknown".
+        name = _vcard_text(ent, "fn", "org") or _text(ent.get("handle")).strip()[:200] or None
         iana_id = None
         pids = ent.get("publicIds")
         for pid in pids if isinstance(pids, list) else []:
-            if isinstance(pid, dict) and "iana" in _text(pid.get("type")).lower():
-                ident = pid.get("identifier")
-                if isinstance(ident, int) and not isinstance(ident, bool) and 0 <= ident < 10**9:
-                    ident = str(ident)  # some registries publish the number as a number
-                iana_id = _text(ident).strip() or None
+            # Only the IANA registrar ID counts: registry-local IDs (AFNIC's, Norid's "Norid
+            # registrar ID") are not IANA numbers and must not be exported as such.
+            if not isinstance(pid, dict) or (
+                " ".join(_text(pid.get("type")).lower().split()) != _IANA_REGISTRAR_ID
+            ):
+                continue
+            ident = pid.get("identifier")
+            if isinstance(ident, int) and not isinstance(ident, bool) and 0 <= ident < 10**9:
+                ident = str(ident)  # some registries publish the number as a number
+            text = _text(ident).strip()
+            iana_id = text if text.isascii() and text.isdigit() and len(text) <= 9 else None
+            if iana_id is not None and int(iana_id) in _RESERVED_IANA_IDS:
+                iana_id = None
         return name, iana_id
     return None, None
 

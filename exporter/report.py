@@ -59,7 +59,9 @@ def problems(s: DomainStatus, now: float) -> list[str]:
         elif days < EXPIRY_WARNING_DAYS:
             out.append(f"expires in {days:.1f} days")
     hint = registration_hint(s)
-    if hint is not None:
+    if hint is not None and s.registry_source in ("rdap", "whois"):
+        # The registry answered without a date: a known gap, like DomainExpiryNotPublished.
+        # (With no source at all the domain could not be checked: failed_checks says so.)
         out.append(f"expiry not watched: {hint}")
     if s.rdap is not None:
         said = "404" if s.rdap.source == "rdap" else "not found"
@@ -70,6 +72,8 @@ def problems(s: DomainStatus, now: float) -> list[str]:
         reg = s.rdap.registration
         if reg is not None:
             for st in reg.statuses:
+                if st == "inactive":
+                    out.append("inactive at the registry: no name servers, not delegated")
                 if st in HOLD_STATUSES:
                     out.append(f"on hold ({st})")
                 elif st in DYING_STATUSES:
@@ -96,12 +100,14 @@ def problems(s: DomainStatus, now: float) -> list[str]:
 
 
 def failed_checks(s: DomainStatus) -> list[str]:
-    return [
-        f"{k} check failed: {c.error}"
-        for k, c in sorted(s.checks.items())
-        # unsupported_tld is said, with what to do, by registration_hint
-        if c.success is False and c.error != "unsupported_tld"
-    ]
+    out = []
+    for k, c in sorted(s.checks.items()):
+        if c.success is not False:
+            continue
+        line = f"{k} check failed: {c.error}"
+        hint = registration_hint(s) if c.error == "unsupported_tld" else None
+        out.append(f"{line}: {hint}" if hint else line)
+    return out
 
 
 def verdict(s: DomainStatus, now: float) -> str:

@@ -17,7 +17,6 @@ DNS is not under test: the root server is a dead loopback port, so the dns check
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -123,7 +122,7 @@ def test_a_new_user_with_jp_de_io_and_an_unsupported_tld(
 
     def registration_errors(domain: str) -> list[dict[str, str]]:
         errors = scrape.series("domain_check_error_info", domain=domain)
-        return [labels for labels, _v in errors if labels["check"] != "dns"]
+        return [labels for labels, _v in errors if labels["check"] in ("rdap", "whois")]
 
     # .jp general use and co.jp: expiry from WHOIS, the registry's NS set, read by "whois".
     assert v("domain_expiry_timestamp_seconds", domain="meta.jp") == ts(SERVED["meta.jp"][1])  # type: ignore[arg-type]
@@ -173,10 +172,11 @@ def test_a_new_user_with_jp_de_io_and_an_unsupported_tld(
         v("domain_check_error_info", domain="hangup.jp", check="whois", reason="connection_error")
         == 1
     )
-    # whois.requests_per_second = 4 per server, observed at the server.
+    # whois.requests_per_second = 4 per server, observed at the server: any 5 queries span at
+    # least 4 intervals of 0.25 s (less a margin for a loaded machine's scheduling jitter).
     arrivals = sorted(q.received for q in whois.queries())
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.22, gaps
+    spans = [b - a for a, b in zip(arrivals, arrivals[4:], strict=False)]
+    assert len(arrivals) >= 8 and min(spans) >= 0.85, spans
 
 
 def test_check_says_not_published_and_what_to_set(whois: WhoisServer, tmp_path: Path) -> None:
