@@ -75,7 +75,14 @@ import dns.rrset
 
 from exporter.config import DnsSettings, split_host_port
 from exporter.names import normalise_host
-from exporter.zonecache import RANK_ANSWER, RANK_GLUE, CachedServer, ZoneCache
+from exporter.zonecache import (
+    RANK_ANSWER,
+    RANK_GLUE,
+    CachedServer,
+    NameKey,
+    ZoneCache,
+    name_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +256,15 @@ def _name_set(names: Iterable[str]) -> frozenset[str]:
 
 
 def _display(name: str | dns.name.Name) -> str:
-    text = name.to_text(omit_final_dot=True) if isinstance(name, dns.name.Name) else name
-    return _display_text(text)
+    if isinstance(name, dns.name.Name):
+        return _display_labels(name.labels)
+    return _display_text(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _display_labels(labels: tuple[bytes, ...]) -> str:
+    # Keyed by the labels (bytes hash once and compare fast; a Name hashes every label again).
+    return _display_text(dns.name.Name(labels).to_text(omit_final_dot=True))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -383,7 +397,8 @@ class _Probe:
         self.cuts: dict[dns.name.Name, list[_NsEntry]] = {
             dns.name.root: [_NsEntry(None, (s,)) for s in roots]
         }
-        self.addresses: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], _Found] = {}
+        # (name_key(name), rdtype) -> what this check knows of that name's addresses.
+        self.addresses: dict[tuple[NameKey, int], _Found] = {}
         self.routes: dict[str, bool] = {}
         # Walk servers that timed out in this check are not asked again (a resolver's infra
         # cache): 1,000 NS names in one dead zone cost one timeout, not 1,000.
@@ -469,7 +484,7 @@ class _Probe:
         self.cuts[self.domain] = step.servers or [
             _NsEntry(n, self._known_addresses(n)) for n in ns_names
         ]
-        await self._probe_children(self.parent)
+        await self._probe_children(self.parent, {_display(n): n for n in ns_names})
         return self._result(self._children_error())
 
     def _result(self, error: CheckError | None) -> Delegation:
@@ -512,16 +527,19 @@ class _Probe:
 
     # -- the child side ----------------------------------------------------------------------
 
-    async def _probe_children(self, names: tuple[str, ...]) -> None:
+    async def _probe_children(
+        self, names: tuple[str, ...], hosts: Mapping[str, dns.name.Name]
+    ) -> None:
         probed = list(names[:MAX_NS_PER_ZONE])
         for name in names[MAX_NS_PER_ZONE:]:
             self.skipped[name] = "not_probed"
-        gates: dict[dns.name.Name, asyncio.Event] = {}
+        gates: dict[NameKey, asyncio.Event] = {}
         jobs = []
         for ns in probed:
-            host = dns.name.from_text(ns)
-            leader = host.parent() not in gates
-            ready = gates.setdefault(host.parent(), asyncio.Event())
+            host = hosts.get(ns) or dns.name.from_text(ns)
+            zone = name_key(host)[1:]  # the zone its name is in (its parent name)
+            leader = zone not in gates
+            ready = gates.setdefault(zone, asyncio.Event())
             jobs.append(self._probe_child(ns, host, _Gate(leader, ready)))
         # return_exceptions: one unusable name must not leave the other probes running
         # unsupervised; it just gets no verdict.
@@ -671,7 +689,7 @@ class _Probe:
             assert step.cut is not None
             if stop_at_cut and step.cut == qname:
                 return step
-            if rdtype in _ADDRESS_TYPES and (qname, rdtype) in self.addresses:
+            if rdtype in _ADDRESS_TYPES and _akey(qname, rdtype) in self.addresses:
                 # The referral carried in-bailiwick glue for the very host we are looking
                 # up; that is what resolvers use to reach servers, so save the extra query.
                 return _Step("glue", zone)
@@ -955,7 +973,7 @@ class _Probe:
         glue: dict[dns.name.Name, tuple[_Server, ...]] = {}
         for (name, rdtype), addrs in sorted(found.items(), key=lambda kv: kv[0][1]):  # A first
             unique = tuple(dict.fromkeys(addrs))
-            self.addresses.setdefault((name, rdtype), _Found(unique, True))
+            self.addresses.setdefault(_akey(name, rdtype), _Found(unique, True))
             glue[name] = glue.get(name, ()) + unique
             if share and self.shared is not None:
                 ttl = ttls[(name, rdtype)]
@@ -970,11 +988,12 @@ class _Probe:
 
     def _address_entry(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Found | None:
         """What this check knows of `name`'s addresses of one type, else the shared cache."""
-        found = self.addresses.get((name, rdtype))
+        key = _akey(name, rdtype)
+        found = self.addresses.get(key)
         if found is None and self.shared is not None:
             cached = self.shared.addresses(name, rdtype)
             if cached is not None:
-                found = self.addresses[(name, rdtype)] = _Found(cached, True)
+                found = self.addresses[key] = _Found(cached, True)
         return found
 
     # -- addresses of NS names ---------------------------------------------------------------
@@ -1022,7 +1041,7 @@ class _Probe:
                 )
                 break
             current = target  # a CNAME (RFC 2181 §10.3 forbids it for NS, but be lenient)
-        self.addresses[(name, rdtype)] = result
+        self.addresses[_akey(name, rdtype)] = result
         # In root mode every answer here carried AA from a server of the name's zone (see
         # _classify); answers reached through a CNAME are not shared (their TTLs differ).
         if self.shared is not None and ttl is not None and current == name and result.definitive:
@@ -1319,14 +1338,20 @@ def _negative_ttl(response: dns.message.Message) -> float | None:
     return None
 
 
+def _akey(name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> tuple[NameKey, int]:
+    return name_key(name), int(rdtype)
+
+
 def _flight_key(
     zone: dns.name.Name, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
 ) -> tuple[object, ...]:
     """Questions to `zone` that one referral answers alike: those towards the same child of
     `zone` (the root asked for a.test and b.test both refers to test.). A question about that
     child itself is keyed with its type too (its answer is about that name and type)."""
-    towards = qname.split(len(zone) + 1)[1] if len(qname) > len(zone) else qname
-    return (zone, towards, int(rdtype) if towards == qname else None)
+    below = len(qname) - len(zone)
+    key = name_key(qname)  # labels, leftmost first
+    towards = key[below - 1 :] if below > 0 else key
+    return (name_key(zone), towards, int(rdtype) if below <= 1 else None)
 
 
 def _child_verdict(reply: _Reply, domain: dns.name.Name) -> LameReason | set[str]:
@@ -1345,11 +1370,16 @@ def _child_verdict(reply: _Reply, domain: dns.name.Name) -> LameReason | set[str
         if any(rrset.rdtype == dns.rdatatype.NS for rrset in response.authority):
             return "referral"
         return "not_authoritative"
-    names = _ns_names(response.answer, domain)
+    names = {
+        _display(rr.target)
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.NS and rrset.name == domain
+        for rr in rrset
+    }
     if not names:
         # AA but no apex NS: the server is authoritative for some enclosing zone, not this one.
         return "not_authoritative"
-    return {_display(n) for n in names}
+    return names
 
 
 def _outcome(rcode: dns.rcode.Rcode) -> QueryOutcome:

@@ -54,6 +54,13 @@ ROUTE_TTL = 60.0
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+# A name as a key: its lower-cased labels. dnspython's Name hashes (and compares) label by label
+# in Python on every dict access; a tuple of bytes does both in C.
+NameKey = tuple[bytes, ...]
+
+
+def name_key(name: dns.name.Name) -> NameKey:
+    return tuple(map(bytes.lower, name.labels))
 
 
 @dataclass(frozen=True)
@@ -128,12 +135,10 @@ class ZoneCache:
         self.backoff = backoff
         self._clock = clock
         self._roots: tuple[Server, ...] | None = None
-        self._cuts: _Lru[dns.name.Name, _Entry[tuple[CachedServer, ...]]] = _Lru(max_entries)
-        self._addresses: _Lru[tuple[dns.name.Name, int], _Entry[tuple[Server, ...]]] = _Lru(
-            max_entries
-        )
+        self._cuts: _Lru[NameKey, _Entry[tuple[CachedServer, ...]]] = _Lru(max_entries)
+        self._addresses: _Lru[tuple[NameKey, int], _Entry[tuple[Server, ...]]] = _Lru(max_entries)
         self._silent_until: _Lru[Server, float] = _Lru(max_entries)
-        self._turns: _Lru[dns.name.Name, int] = _Lru(max_entries)
+        self._turns: _Lru[NameKey, int] = _Lru(max_entries)
         self._routes: _Lru[str, tuple[bool, float]] = _Lru(max_entries)
         # Questions on the way down being asked right now, so that 1,000 checks starting together
         # ask the root once, not 1,000 times (see `flight`).
@@ -167,17 +172,18 @@ class ZoneCache:
 
     def cut(self, zone: dns.name.Name) -> tuple[CachedServer, ...] | None:
         """The servers of `zone` when its cut is cached and fresh."""
-        entry = self._cuts.get(zone)
+        key = name_key(zone)
+        entry = self._cuts.get(key)
         if entry is None:
             return None
         if entry.expires <= self._clock():
-            self._cuts.pop(zone)
+            self._cuts.pop(key)
             return None
         return entry.value
 
     def put_cut(self, zone: dns.name.Name, servers: tuple[CachedServer, ...], ttl: float) -> None:
         if servers:
-            self._cuts.put(zone, _Entry(servers, self._clock() + self.ttl(ttl)))
+            self._cuts.put(name_key(zone), _Entry(servers, self._clock() + self.ttl(ttl)))
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -186,7 +192,7 @@ class ZoneCache:
     ) -> tuple[Server, ...] | None:
         """Known addresses of one type for `name`; () = it has none (an authoritative
         negative answer); None = not known."""
-        key = (name, int(rdtype))
+        key = (name_key(name), int(rdtype))
         entry = self._addresses.get(key)
         if entry is None:
             return None
@@ -204,7 +210,7 @@ class ZoneCache:
         *,
         rank: int,
     ) -> None:
-        key = (name, int(rdtype))
+        key = (name_key(name), int(rdtype))
         now = self._clock()
         old = self._addresses.get(key)
         if old is not None and old.rank > rank and old.expires > now:
@@ -218,8 +224,9 @@ class ZoneCache:
         zone starts one server further, so all of them share the load."""
         if count <= 1:
             return 0
-        current = self._turns.get(zone) or 0
-        self._turns.put(zone, current + 1)
+        key = name_key(zone)
+        current = self._turns.get(key) or 0
+        self._turns.put(key, current + 1)
         return current % count
 
     def answered(self, server: Server) -> None:
