@@ -721,6 +721,10 @@ class _Probe:
                 # The referral for the domain itself is the measurement: never remembered as
                 # a cut, so the next check asks the parent again.
                 self._remember_cut(step)
+            elif step.kind == "failed" and self.shared is not None and zone != dns.name.root:
+                # No server of the zone gave a usable answer: whatever is cached about its
+                # servers may be stale (a renumbered TLD), so the next check walks down again.
+                self.shared.drop_cut(zone)
             return step
         finally:
             if token is not None:

@@ -185,6 +185,9 @@ class ZoneCache:
         if servers:
             self._cuts.put(name_key(zone), _Entry(servers, self._clock() + self.ttl(ttl)))
 
+    def drop_cut(self, zone: dns.name.Name) -> None:
+        self._cuts.pop(name_key(zone))
+
     # -- addresses -----------------------------------------------------------------------------
 
     def addresses(

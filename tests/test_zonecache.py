@@ -398,9 +398,23 @@ def test_non_authoritative_answers_never_enter_the_cache(lab: HostileDns) -> Non
         assert lab.count(FIBBER) > before
         assert cache.addresses(N("ns1.lie.tst"), dns.rdatatype.A) is None
         assert cache.addresses(N("ns1.lie.tst"), dns.rdatatype.AAAA) is None
-    # What real servers said on the way is cached: the tst. cut and lie.tst's referral.
-    assert cache.cut(N("tst")) is not None and cache.cut(N("lie.tst")) is not None
+    # What real servers said on the way stays: the tst. cut. The lie.tst cut went again when
+    # its only server gave no usable answer.
+    assert cache.cut(N("tst")) is not None and cache.cut(N("lie.tst")) is None
     assert cache.cut(N("victim.tst")) is None  # the measured referral itself never is
+
+
+def test_a_cut_whose_servers_all_fail_is_dropped(lab: HostileDns) -> None:
+    """A cached cut gone stale (tst. renumbered to a dead address) fails one check, not every
+    check until its TTL ends: the next one walks from the root again."""
+    cache = ZoneCache()
+    cache.bind(((ROOT, 53),))
+    cache.put_cut(N("tst"), (CachedServer(N("a.nic.tst"), ((DEAD, 53),)),), 3600)
+    d = asyncio.run(check_delegation("d1.tst", rooted(), cache=cache))
+    assert (d.error, d.parent, d.query_kinds) == ("timeout", None, {"tld": 1}), d
+    assert cache.cut(N("tst")) is None
+    (d,) = checks(("d1.tst",), cache)
+    assert d.query_kinds["root"] == 1
 
 
 def test_resolver_mode_leaves_the_cache_alone(lab: HostileDns) -> None:
