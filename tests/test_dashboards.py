@@ -583,3 +583,86 @@ def test_deploy_doc_prometheus_snippet_passes_promtool(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11: a panel per new signal on the per-domain dashboard; the overview counts and lists them
+
+ISSUE_11_SIGNALS = {
+    "domain_dnssec_signed",
+    "domain_dnssec_ds_mismatch",
+    "domain_dnssec_signature_expiry_timestamp_seconds",
+    "domain_nameserver_glue_mismatch",
+    "domain_soa_serial_drift",
+    "domain_nameserver_domain_healthy",
+    "domain_transfer_lock",
+    "domain_last_changed_timestamp_seconds",
+    "domain_nameservers_changed_timestamp_seconds",
+    "domain_registrar_changed_timestamp_seconds",
+    "domain_contact_email_personal",
+}
+
+
+def _used(uid: str) -> dict[str, set[str]]:
+    """metric -> titles of the panels of dashboard `uid` that query it."""
+    out: dict[str, set[str]] = {}
+    for dashboard_uid, title, expr in ALL_QUERIES:
+        if dashboard_uid == uid:
+            for name in metric_names(expr):
+                out.setdefault(name, set()).add(title)
+    return out
+
+
+def test_domain_dashboard_has_a_panel_per_issue_11_signal() -> None:
+    used = _used("domainwatch-domain")
+    assert ISSUE_11_SIGNALS <= set(used), sorted(ISSUE_11_SIGNALS - set(used))
+    # Each signal on a panel of its own (not only folded into another panel's query).
+    titles = {name: used[name] for name in ISSUE_11_SIGNALS}
+    owners = [t for t in titles.values() if len(t) == 1]
+    assert len({next(iter(t)) for t in owners}) == len(owners), titles
+
+
+def test_overview_counts_and_lists_issue_11_problems() -> None:
+    used = _used("domainwatch-overview")
+    # The domain-level problems (not the informational timestamps) each have a count ...
+    counted = {
+        "domain_nameserver_domain_healthy",
+        "domain_dnssec_ds_mismatch",
+        "domain_dnssec_signature_expiry_timestamp_seconds",
+        "domain_nameservers_changed_timestamp_seconds",
+        "domain_transfer_lock",
+        "domain_contact_email_personal",
+    }
+    assert counted <= set(used), sorted(counted - set(used))
+    # ... and a column in the problem table.
+    overview = DASHBOARDS["domainwatch-overview.json"]
+    (table,) = [p for p in iter_panels(overview) if p["title"] == "Domains"]
+    exprs = " ".join(t["expr"] for t in table["targets"])
+    for metric in (
+        "domain_nameserver_domain_healthy",
+        "domain_transfer_lock",
+        "domain_contact_email_personal",
+        "domain_dnssec_ds_mismatch",
+    ):
+        assert metric in exprs, metric
+    renamed = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    assert {"NS domains", "Transfer lock", "Personal contact", "DNSSEC"} <= set(
+        renamed["renameByName"].values()
+    )
+
+
+def test_panels_of_metrics_that_may_be_absent_fall_back_to_a_value() -> None:
+    """A series that is legitimately absent (no change seen yet, an unsigned domain, only
+    in-bailiwick nameservers) must not leave its panel on "No data": each such query has an
+    `or` fallback whose value a mapping names."""
+    maybe_absent = {
+        "domain_nameservers_changed_timestamp_seconds",
+        "domain_registrar_changed_timestamp_seconds",
+        "domain_dnssec_ds_mismatch",
+        "domain_dnssec_signature_expiry_timestamp_seconds",
+        "domain_nameserver_domain_healthy",
+        "domain_nameserver_glue_mismatch",
+    }
+    for uid, title, expr in ALL_QUERIES:
+        if uid == "domainwatch-domain" and metric_names(expr) & maybe_absent:
+            assert " or " in expr, f"{title}: {expr}"

@@ -145,6 +145,10 @@ SETTLE = 9.0
 # world. The panels using them must still return data (through their `or` fallback).
 NO_DATA_WHEN_HEALTHY = {
     "domain_check_error_info": "exported only while a check fails; none of good.test's do",
+    "domain_nameservers_changed_timestamp_seconds": "set only once a nameserver change is seen",
+    "domain_registrar_changed_timestamp_seconds": "set only once a registrar change is seen",
+    "domain_dnssec_ds_mismatch": "signed domains only; this world is unsigned",
+    "domain_dnssec_signature_expiry_timestamp_seconds": "signed domains only",
 }
 ALERT_TIMEOUT = 45.0
 
@@ -292,6 +296,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, dns_world: DnsWorld) -> Iterat
         rdap.set_domain(HELD_GONE, rdap_reply(HELD_GONE, ["client hold"], PROVIDER_NS))
         rdap.set_domain(HELD_PARKED, rdap_reply(HELD_PARKED, ["client hold"], PROVIDER_NS))
         rdap.set_domain(MAIL, rdap_reply(MAIL, ["active"], PROVIDER_NS))
+        # The nameservers' own domains (issue 11's nameserver-domain check reads them): healthy.
+        rdap.set_domain("provider.test", rdap_reply("provider.test", ["active"], PROVIDER_NS))
+        rdap.set_domain("parking.zz", rdap_reply("parking.zz", ["active"], PROVIDER_NS))
         for name in NET_DOMAINS:
             rdap.set_domain(name, rdap_reply(name, ["active"], PROVIDER_NS))
         bootstrap = write_bootstrap(tmp / "bootstrap.json", {"test": rdap, "zz": rdap})
