@@ -6,17 +6,22 @@ in the store. A value never measured is left out, never exported as a made-up 0 
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields, is_dataclass
+from itertools import accumulate, chain
+from operator import attrgetter
+from typing import Any
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.expiry import effective_expiry, registration_sources
-from exporter.store import CHECKS, DomainStatus, StatusStore
+from exporter.store import CHECKS, CheckState, DomainStatus, StatusStore
 
 _CACHED = " Last known value from a background check, not measured at scrape time."
 
@@ -205,7 +210,38 @@ _NAMES = {key: name for key, name, _doc in FAMILIES}
 # (immutable) DomainStatus and can be rendered once per result.
 _TIME_DEPENDENT = "expiry_days"
 
-Sample = tuple[str, dict[str, str], float]
+# The families with a `check` label are cut by check as well: the text format wants a family's
+# samples together but not in any order within it, so they are served check by check. A DNS
+# check renews one timestamp of each domain every few minutes; split this way, only the DNS
+# part of the family is re-compressed, not the RDAP and e-mail parts beside it.
+_BY_CHECK = frozenset({"success", "last_success", "last_attempt", "error"})
+ChunkKey = tuple[str, str]  # (family key, check or "")
+CHUNK_KEYS: tuple[ChunkKey, ...] = tuple(
+    (key, sub)
+    for key, _name, _doc in FAMILIES
+    if key != _TIME_DEPENDENT
+    for sub in (CHECKS if key in _BY_CHECK else ("",))
+)
+_K = len(CHUNK_KEYS)
+_INDEX: dict[str, int] = {key: i for i, (key, sub) in enumerate(CHUNK_KEYS) if not sub}
+_INDEX_BY_CHECK: dict[str, dict[str, int]] = {
+    key: {sub: i for i, (k, sub) in enumerate(CHUNK_KEYS) if k == key} for key in _BY_CHECK
+}
+
+# (family key, extra label names, their values, value). The domain's own labels (config labels
+# and `domain`) are added by the renderer; the names are shared tuples, so a renderer can cache
+# one label template per domain and name tuple.
+Sample = tuple[str, tuple[str, ...], tuple[str, ...], float]
+_NO: tuple[str, ...] = ()
+_CHECK = ("check",)
+_CHECK_REASON = ("check", "reason")
+_SOURCE = ("source",)
+_STATUS = ("status",)
+_INFO = ("registrar", "registrar_iana_id", "rdap_server")
+_NS_SOURCE = ("source", "nameserver")
+_NAMESERVER = ("nameserver",)
+_ROLE = ("role",)
+_NS_DOMAIN = ("nameserver_domain",)
 
 # Label values from remote data (registrar names, statuses) are cut to this many characters,
 # after control characters are removed: a hostile registry must not inflate every scrape.
@@ -230,6 +266,12 @@ def remote_label(value: str | None) -> str:
     return value.translate(_CONTROL)[:MAX_REMOTE_LABEL]
 
 
+BLOCK_SIZE = 256  # domains per cached block: small enough that one change re-renders little
+# domain_expiry_days is re-rendered per block at most this often, blocks at staggered times:
+# its value lags by at most 300 s (0.0035 days), nothing to an alert on days left.
+EXPIRY_RENDER_SECONDS = 300.0
+
+
 class DomainCollector(Collector):
     """Per-domain gauges. Example exposition for one held domain:
 
@@ -238,17 +280,36 @@ class DomainCollector(Collector):
     domain_status{domain="example.com",status="client hold"} 1
     domain_check_success{check="rdap",domain="example.com"} 1
 
-    `collect()` serves prometheus_client registries; `exposition()` renders the same text
-    directly with a per-domain cache, because at 10,000 domains (330,000 samples) building
-    Sample objects on every scrape costs seconds of CPU under the GIL, stalling the checks.
+    `collect()` serves prometheus_client registries; `exposition_chunks()` renders the same
+    text directly from a cache, because at 100,000 domains (3 million samples) building Sample
+    objects on every scrape costs a minute of CPU under the GIL, stalling the checks.
+
+    The cache is a grid: blocks of BLOCK_SIZE domains (by position) x chunk keys (a family, or
+    a family and a check, CHUNK_KEYS). Each cell is one gzip member, and, with `keep_plain`, its
+    text. A scrape re-renders only the domains whose record changed since the last one (never
+    the whole block), compares each of their cells by hash, and re-compresses only the cells
+    whose text did change; a DNS check that found what it found before changes one timestamp.
+    Without `keep_plain` (the default) the text of a cell is decompressed when it is needed:
+    for a splice (a few KB) or a plain-text scrape (rare: Prometheus asks for gzip). That keeps
+    the cache at about 1/15 of the body: 20 MB instead of 300 MB at 100,000 domains.
     """
 
-    def __init__(self, store: StatusStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: StatusStore,
+        clock: Callable[[], float] = time.time,
+        *,
+        keep_plain: bool = False,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._keep_plain = keep_plain
         self._lock = threading.Lock()
         self._blocks: list[_Block] = []
-        self._headers: dict[tuple[str, bool], bytes] = {}
+        self._headers: dict[str, tuple[bytes, bytes]] = {
+            key: _header_pair(name, doc) for key, name, doc in FAMILIES
+        }
+        self._warm = threading.Event()
 
     def describe(self) -> list[Metric]:
         # Returning nothing makes registration cheap: prometheus_client would otherwise call
@@ -258,247 +319,545 @@ class DomainCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
         families = {key: Metric(name, doc, "gauge") for key, name, doc in FAMILIES}
+        # Within a family, samples come check by check (see _BY_CHECK), as on the fast path.
+        rows: dict[str, list[tuple[int, int, dict[str, str], float]]] = {
+            key: [] for key in families
+        }
+        order = {check: i for i, check in enumerate(CHECKS)}
         for status in self._store.snapshot():
-            for key, labels, value in _domain_samples(status, now):
-                metric = families[key]
+            base = {**status.labels, "domain": status.name}
+            for key, names, values, value in _domain_samples(status, now):
+                labels = {**base, **dict(zip(names, values, strict=True))} if names else base
+                sub = order[values[0]] if key in _BY_CHECK else 0
+                rows[key].append((sub, len(rows[key]), labels, value))
+        for key, metric in families.items():
+            for _sub, _n, labels, value in sorted(rows[key], key=lambda r: (r[0], r[1])):
                 metric.add_sample(metric.name, labels, value)
         yield from families.values()
+
+    # --- the fast path ----------------------------------------------------------------------
+
+    @property
+    def warm(self) -> bool:
+        """True once a whole exposition has been rendered (see prerender)."""
+        return self._warm.is_set()
+
+    def prerender(self) -> None:
+        """Render and compress everything now (after start-up and state restore, on a worker
+        thread), so that the first scrape finds a warm cache instead of doing the work."""
+        self.exposition_chunks(gzipped=True)
 
     def exposition(self) -> bytes:
         """The text format (0.0.4) of exactly what collect() yields, byte for byte."""
         return b"".join(self.exposition_chunks())
 
     def exposition_chunks(self, *, gzipped: bool = False) -> list[bytes]:
-        """The exposition as a list of chunks to send in order, each cached until a domain of
-        its block changes. With `gzipped`, each chunk is a complete gzip member: a gzip stream
-        may be a concatenation of members (RFC 1952 §2.2), which Prometheus' decoder reads, so
-        a scrape never recompresses what did not change.
+        """The exposition as a list of chunks to send in order. With `gzipped`, each chunk is
+        a complete gzip member: a gzip stream may be a concatenation of members (RFC 1952
+        §2.2), which Prometheus' decoder reads, so a scrape never recompresses what did not
+        change. The plain list holds the whole text: for large bodies use exposition_stream."""
+        _length, chunks = self.exposition_stream(gzipped=gzipped)
+        return list(chunks)
 
-        The text format wants every sample of a family together, so the cache is a grid:
-        blocks of BLOCK_SIZE domains (by position) x families. A scrape costs O(blocks x
-        families) joins plus the re-rendering of changed blocks, never O(domains x samples).
-        `domain_expiry_days`, the one time-dependent family, is re-rendered per block at
-        most once per EXPIRY_RENDER_SECONDS (its value then lags by at most that much).
-        """
+    def exposition_stream(self, *, gzipped: bool = False) -> tuple[int, Iterator[bytes]]:
+        """(total length in bytes, the chunks). The plain chunks of cells kept only as gzip
+        are decompressed one at a time as the iterator is consumed: a plain scrape of 100,000
+        domains never holds its 300 MB at once (if the HTTP server streams the iterator)."""
+        parts = self._refresh()
+        if gzipped:
+            members = [gz for _plain, gz, _size in parts]
+            return sum(len(m) for m in members), iter(members)
+        total = sum(size for _plain, _gz, size in parts)
+        return total, _plain_chunks(parts)
+
+    def _refresh(self) -> list[tuple[bytes | None, bytes, int]]:
+        """Bring the cache up to date; (plain or None, gzip member, plain size) per cell."""
         now = self._clock()
         snapshot = self._store.snapshot()
-        blocks: list[_Block] = []
         with self._lock:  # the HTTP server may serve two scrapes at once
+            old = self._blocks
+            blocks: list[_Block] = []
             for index in range(0, len(snapshot), BLOCK_SIZE):
-                statuses = tuple(snapshot[index : index + BLOCK_SIZE])
+                statuses = snapshot[index : index + BLOCK_SIZE]
                 position = index // BLOCK_SIZE
-                block = self._blocks[position] if position < len(self._blocks) else None
-                if block is None or block.statuses != statuses:
-                    block = _Block(statuses)
+                block = old[position] if position < len(old) else None
+                if block is None or len(block.statuses) != len(statuses):
+                    block = _Block(statuses, now, self._keep_plain)
+                else:
+                    block.update(statuses, now)
                 blocks.append(block)
             self._blocks = blocks  # drops blocks of domains removed by a reload
-            out: list[bytes] = []
-            for key, name, doc in FAMILIES:
-                out.append(self._header(key, name, doc, gzipped))
+            phase = EXPIRY_RENDER_SECONDS / max(1, len(blocks))
+            out: list[tuple[bytes | None, bytes, int]] = []
+            expiry_header = self._headers[_TIME_DEPENDENT]
+            out.append((expiry_header[0], expiry_header[1], len(expiry_header[0])))
+            for position, block in enumerate(blocks):
+                # Blocks renew domain_expiry_days at staggered times: each scrape pays for a
+                # share of them, not all of them once a minute.
+                cell = block.expiry_cell(now, now + position * phase)
+                if cell is not None:
+                    out.append(cell)
+            family = _TIME_DEPENDENT
+            for k, (key, _sub) in enumerate(CHUNK_KEYS):
+                if key != family:
+                    family = key
+                    header = self._headers[key]
+                    out.append((header[0], header[1], len(header[0])))
                 for block in blocks:
-                    chunk = block.chunk(key, now, gzipped)
-                    if chunk:
-                        out.append(chunk)
+                    cell = block.cell(k)
+                    if cell is not None:
+                        out.append(cell)
+        self._warm.set()
         return out
 
-    def _header(self, key: str, name: str, doc: str, gzipped: bool) -> bytes:
-        cached = self._headers.get((key, gzipped))
-        if cached is None:
-            cached = _header(name, doc)
-            if gzipped:
-                cached = _gzip(cached)
-            self._headers[(key, gzipped)] = cached
-        return cached
 
-
-BLOCK_SIZE = 256  # domains per cached block: small enough that one change re-renders little
-EXPIRY_RENDER_SECONDS = 60.0  # 60 s is 0.0007 days, below the 4 decimals exported
+def _plain_chunks(parts: list[tuple[bytes | None, bytes, int]]) -> Iterator[bytes]:
+    for plain, gz, _size in parts:
+        yield plain if plain is not None else zlib.decompress(gz, wbits=31)
 
 
 class _Block:
-    """The rendered samples of up to BLOCK_SIZE consecutive domains, per family."""
+    """Up to BLOCK_SIZE consecutive domains: per chunk key, the gzip member (and the text, with
+    keep_plain) of their samples and the byte length of each domain's lines in it; per domain
+    and chunk key, the hash of its lines, to tell which cells a changed record really changes."""
 
-    __slots__ = ("_expiry", "_gz", "_plain", "statuses")
+    __slots__ = (
+        "_expiry",
+        "_keep_plain",
+        "_paid",
+        "gz",
+        "hashes",
+        "lengths",
+        "plain",
+        "sizes",
+        "statuses",
+    )
 
-    def __init__(self, statuses: tuple[DomainStatus, ...]) -> None:
+    def __init__(self, statuses: list[DomainStatus], now: float, keep_plain: bool) -> None:
         self.statuses = statuses
-        self._plain: dict[str, bytes] | None = None
-        self._gz: dict[str, bytes] = {}
-        self._expiry: tuple[int, bytes, bytes | None] | None = None
+        self._keep_plain = keep_plain
+        self._expiry: tuple[int, bytes | None, bytes, int] | None = None
+        # Per domain with an expiry date: "domain_expiry_days{...} " and the date as Unix time.
+        self._paid: list[tuple[str, float]] | None = None
+        texts = [_render(s, now) for s in statuses]
+        self.hashes = array("q", map(hash, chain.from_iterable(texts)))
+        self.gz: list[bytes | None] = [None] * _K
+        self.plain: list[bytes | None] = [None] * _K
+        self.lengths: list[array[int] | None] = [None] * _K
+        self.sizes = [0] * _K
+        for k, column in enumerate(zip(*texts, strict=True)):
+            joined = "".join(column)
+            if not joined:
+                continue
+            if joined.isascii():  # O(1) for a str: then characters are bytes
+                lengths = array("I", map(len, column))
+            else:
+                lengths = array("I", (len(t.encode()) for t in column))
+            self._set(k, joined.encode(), lengths)
 
-    def chunk(self, key: str, now: float, gzipped: bool) -> bytes:
-        if key == _TIME_DEPENDENT:
-            return self._expiry_chunk(now, gzipped)
-        if self._plain is None:
-            lines: dict[str, list[str]] = {}
-            for status in self.statuses:
-                for k, labels, value in _domain_samples(status, now, with_expiry_days=False):
-                    lines.setdefault(k, []).append(_line(_NAMES[k], labels, value))
-            self._plain = {k: "".join(v).encode() for k, v in lines.items()}
-        plain = self._plain.get(key, b"")
-        if not gzipped or not plain:
+    def _set(self, k: int, data: bytes, lengths: array[int]) -> None:
+        if not data:
+            self.gz[k] = self.plain[k] = self.lengths[k] = None
+            self.sizes[k] = 0
+            return
+        self.lengths[k] = lengths
+        self.sizes[k] = len(data)
+        self.gz[k] = _gzip(data)
+        self.plain[k] = data if self._keep_plain else None
+
+    def _text(self, k: int) -> bytes:
+        plain = self.plain[k]
+        if plain is not None:
             return plain
-        gz = self._gz.get(key)
-        if gz is None:
-            gz = self._gz[key] = _gzip(plain)
-        return gz
+        gz = self.gz[k]
+        return zlib.decompress(gz, wbits=31) if gz is not None else b""
 
-    def _expiry_chunk(self, now: float, gzipped: bool) -> bytes:
-        bucket = int(now // EXPIRY_RENDER_SECONDS)
-        if self._expiry is None or self._expiry[0] != bucket:
-            name = _NAMES[_TIME_DEPENDENT]
-            plain = "".join(
-                _line(name, labels, value)
-                for status in self.statuses
-                for _k, labels, value in _expiry_days(status, now)
+    def update(self, statuses: list[DomainStatus], now: float) -> None:
+        old = self.statuses
+        if old == statuses:  # identity first, per element, in C; equal records look alike
+            self.statuses = statuses
+            return
+        changed: dict[int, tuple[tuple[int, ...], list[str]]] = {}
+        everything = False
+        for i, (a, b) in enumerate(zip(old, statuses, strict=True)):
+            if a is b:
+                continue
+            kinds = _changed_part(a, b)
+            if not kinds:
+                continue
+            if kinds is _EVERYTHING:
+                everything = True
+                changed[i] = (_ALL, _render(b, now))
+            else:
+                changed[i] = (_check_part(kinds), _render(b, now, kinds))
+        self.statuses = statuses
+        if not changed:
+            return
+        if everything:
+            self._expiry = self._paid = None  # a check's state never changes these
+        dirty: dict[int, dict[int, bytes]] = {}  # chunk key -> position -> new lines
+        hashes = self.hashes
+        for i, (part, texts) in changed.items():
+            row = i * _K
+            for k in part:
+                text = texts[k]
+                h = hash(text)
+                if hashes[row + k] != h:
+                    hashes[row + k] = h
+                    dirty.setdefault(k, {})[i] = text.encode()
+        for k, news in dirty.items():
+            self._splice(k, news)
+
+    def _splice(self, k: int, news: dict[int, bytes]) -> None:
+        """Replace the lines of some domains in cell k: slices of the old text between them,
+        so the Python work follows the changes, not the block (plus one decompression and one
+        compression of the cell, in C)."""
+        lengths = self.lengths[k]
+        if lengths is None:  # an empty cell: every domain has no lines yet
+            lengths = array("I", bytes(4 * len(self.statuses)))
+        else:
+            lengths = array("I", lengths)
+        offsets = list(accumulate(lengths, initial=0))
+        text = self._text(k)
+        pieces: list[bytes] = []
+        start = 0  # of the old text not yet copied
+        for i in sorted(news):
+            new = news[i]
+            pieces.append(text[start : offsets[i]])
+            pieces.append(new)
+            start = offsets[i + 1]
+            lengths[i] = len(new)
+        pieces.append(text[start:])
+        self._set(k, b"".join(pieces), lengths)
+
+    def cell(self, k: int) -> tuple[bytes | None, bytes, int] | None:
+        gz = self.gz[k]
+        return None if gz is None else (self.plain[k], gz, self.sizes[k])
+
+    def expiry_cell(self, now: float, staggered: float) -> tuple[bytes | None, bytes, int] | None:
+        bucket = int(staggered // EXPIRY_RENDER_SECONDS)
+        cached = self._expiry
+        if cached is None or cached[0] != bucket:
+            if self._paid is None:
+                name = _NAMES[_TIME_DEPENDENT]
+                self._paid = [
+                    (f"{name}{_label_text(s)} ", paid)
+                    for s in self.statuses
+                    if (paid := _paid_until(s)) is not None
+                ]
+            data = "".join(
+                f"{prefix}{_go_float(round((paid - now) / 86400.0, 4))}\n"
+                for prefix, paid in self._paid
             ).encode()
-            self._expiry = (bucket, plain, None)
-        bucket, plain, gz = self._expiry
-        if not gzipped or not plain:
-            return plain
-        if gz is None:
-            gz = _gzip(plain)
-            self._expiry = (bucket, plain, gz)
-        return gz
+            gz = _gzip(data) if data else b""
+            cached = self._expiry = (bucket, data if self._keep_plain else None, gz, len(data))
+        _bucket, plain, gz, size = cached
+        return (plain, gz, size) if gz else None
+
+
+# What a changed record must re-render: everything, or, when nothing but some checks' states
+# changed, the samples of these checks (_check_samples), or nothing.
+_EVERYTHING: frozenset[str] = frozenset({"*everything*"})
+_ALL = tuple(range(_K))
+_CHECK_PARTS: dict[frozenset[str], tuple[int, ...]] = {}
+
+
+def _check_part(kinds: frozenset[str]) -> tuple[int, ...]:
+    part = _CHECK_PARTS.get(kinds)
+    if part is None:
+        part = tuple(
+            k for k, (key, sub) in enumerate(CHUNK_KEYS) if key in _BY_CHECK and sub in kinds
+        )
+        if len(_CHECK_PARTS) < 256:
+            _CHECK_PARTS[kinds] = part
+    return part
+
+
+def _changed_part(a: DomainStatus, b: DomainStatus) -> frozenset[str]:
+    """What two records of a domain may render differently, judged without rendering: the
+    checks whose samples differ, _EVERYTHING, or nothing. A check run replaces its CheckState
+    and its result; the scheduler then replaces the record again for next_due. Neither
+    bookkeeping (next_due, failures) nor the time a result was taken (measured_at, read_at)
+    is on /metrics, so a DNS check that found what it found before re-renders the DNS check's
+    few samples only, and its next_due update nothing. An unknown difference (a new field)
+    re-renders everything: never stale."""
+    for name in _STATUS_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not y and not _alike(x, y):
+            return _EVERYTHING
+    ca, cb = a.checks, b.checks
+    if ca is cb:
+        return frozenset()
+    kinds = set(ca.keys() ^ cb.keys())
+    for kind, x in ca.items():
+        y = cb.get(kind)
+        if y is not None and x is not y and _shown(x) != _shown(y):
+            kinds.add(kind)
+    return frozenset(kinds)
+
+
+def _shown(c: CheckState) -> tuple[object, ...]:
+    # Every CheckState field _check_samples reads: keep in step with it.
+    return (c.success, c.last_attempt, c.last_success, c.error)
+
+
+# Fields of result records that no family renders: when of the same type, two results that
+# differ only in these are alike. (Rendering one of them later means removing it here; the
+# test test_unshown_fields_are_not_rendered fails until then.)
+UNSHOWN_FIELDS = frozenset({"measured_at", "read_at"})
+_STATUS_FIELDS = tuple(f.name for f in fields(DomainStatus) if f.name != "checks")
+_SHOWN_GETTERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _alike(x: object, y: object) -> bool:
+    if x == y:
+        return True
+    if type(x) is not type(y) or not is_dataclass(x):
+        return False
+    getter = _SHOWN_GETTERS.get(type(x))
+    if getter is None:
+        names = [f.name for f in fields(x) if f.name not in UNSHOWN_FIELDS]
+        getter = _SHOWN_GETTERS[type(x)] = attrgetter(*names) if names else lambda _v: ()
+    return bool(getter(x) == getter(y))
 
 
 def _gzip(data: bytes) -> bytes:
-    # Level 1: the text format compresses ~25x even so, and a cold scrape of 100k domains
-    # must not spend tens of seconds compressing.
-    return gzip.compress(data, compresslevel=1, mtime=0)
+    # Level 1: the text format compresses ~15x even so, and a cold scrape of 100k domains
+    # must not spend tens of seconds compressing. zlib releases the GIL while it works.
+    return zlib.compress(data, 1, wbits=31)
 
 
-def _header(name: str, doc: str) -> bytes:
+def _header_pair(name: str, doc: str) -> tuple[bytes, bytes]:
     doc = doc.replace("\\", r"\\").replace("\n", r"\n")
-    return f"# HELP {name} {doc}\n# TYPE {name} gauge\n".encode()
+    text = f"# HELP {name} {doc}\n# TYPE {name} gauge\n".encode()
+    return text, _gzip(text)
 
 
-def _line(name: str, labels: dict[str, str], value: float) -> str:
-    inner = ",".join(
-        '{}="{}"'.format(k, v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\""))
-        for k, v in sorted(labels.items())
-    )
-    return f"{name}{{{inner}}} {floatToGoString(value)}\n"  # type: ignore[no-untyped-call]
+# Label values repeat across domains (check names, roles, statuses, registrars, nameservers):
+# escaped once. Bounded: cleared when full, so hostile values cannot grow it.
+_ESCAPED: dict[str, str] = {}
+_ESCAPED_MAX = 65536
 
 
-def _expiry_days(s: DomainStatus, now: float) -> list[Sample]:
+def _escape(value: str) -> str:
+    done = _ESCAPED.get(value)
+    if done is None:
+        done = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+        if len(_ESCAPED) >= _ESCAPED_MAX:
+            _ESCAPED.clear()
+        _ESCAPED[value] = done
+    return done
+
+
+_VALUES = {1.0: "1.0", 0.0: "0.0"}
+
+
+def _go_float(value: float) -> str:
+    text = _VALUES.get(value)
+    return text if text is not None else floatToGoString(value)  # type: ignore[no-untyped-call]
+
+
+def _label_text(s: DomainStatus) -> str:
+    """{k="v",...} of the domain's own labels alone."""
+    pairs = sorted({**s.labels, "domain": s.name}.items())
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+# (the domain's own label names, extra label names) -> (a str.format recipe that takes the
+# domain's own rendered labels and leaves a %s per extra label, in sorted label order; the
+# order in which the extra values fill those %s). A handful of entries: config label sets are
+# few, and so are the families' label names.
+_RECIPES: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, tuple[int, ...]]] = {}
+
+
+def _recipe(own: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    found = _RECIPES.get((own, extra))
+    if found is None:
+        slots = sorted(
+            [(k, False, i) for i, k in enumerate(own)] + [(k, True, j) for j, k in enumerate(extra)]
+        )
+        text = ",".join(f'{k}="%s"' if is_extra else f"{{{i}}}" for k, is_extra, i in slots)
+        found = ("{{" + text + "}} ", tuple(i for _k, is_extra, i in slots if is_extra))
+        if len(_RECIPES) < 4096:  # bounded, whatever the config holds
+            _RECIPES[(own, extra)] = found
+    return found
+
+
+def _render(s: DomainStatus, now: float, kinds: frozenset[str] = _EVERYTHING) -> list[str]:
+    """The exposition lines of one domain per chunk key (CHUNK_KEYS order), without
+    domain_expiry_days: exactly the samples _domain_samples lists, in its order. With `kinds`,
+    only those of _check_samples for these checks (the other keys are left empty)."""
+    own = sorted({**s.labels, "domain": s.name}.items())
+    own_names = tuple(k for k, _v in own)
+    # Each own label rendered once per domain; % doubled for the %-templates made of them.
+    pieces = [f'{k}="{_escape(v)}"'.replace("%", "%%") for k, v in own]
+    # names -> (template, the order in which the values fill its %s)
+    templates: dict[tuple[str, ...], tuple[str, tuple[int, ...]]] = {}
+    out: dict[int, list[str]] = {}
+    if kinds is _EVERYTHING:
+        samples = _domain_samples(s, now, with_expiry_days=False)
+    else:
+        samples = _check_samples(s, [kind for kind in CHECKS if kind in kinds])
+    for key, names, values, value in samples:
+        cached = templates.get(names)
+        if cached is None:
+            recipe, order = _recipe(own_names, names)
+            cached = templates[names] = (recipe.format(*pieces), order)
+        template, order = cached
+        if len(values) == 1:
+            labels = template % _escape(values[0])
+        else:
+            labels = template % tuple(_escape(values[i]) for i in order)
+        k = _INDEX.get(key)
+        if k is None:
+            k = _INDEX_BY_CHECK[key][values[0]]
+        line = f"{_NAMES[key]}{labels}{_go_float(value)}\n"
+        lines = out.get(k)
+        if lines is None:
+            out[k] = [line]
+        else:
+            lines.append(line)
+    texts = [""] * _K
+    for k, lines in out.items():
+        texts[k] = "".join(lines)
+    return texts
+
+
+def _paid_until(s: DomainStatus) -> float | None:
     paid_until, _source = effective_expiry(s)
-    if paid_until is None:
-        return []
-    days = round((paid_until.timestamp() - now) / 86400.0, 4)
-    return [("expiry_days", {**s.labels, "domain": s.name}, days)]
+    return None if paid_until is None else paid_until.timestamp()
+
+
+def _expiry_days(s: DomainStatus, now: float) -> float | None:
+    paid = _paid_until(s)
+    return None if paid is None else round((paid - now) / 86400.0, 4)
+
+
+def _check_samples(s: DomainStatus, kinds: Iterable[str] = CHECKS) -> list[Sample]:
+    """The samples of the families with a `check` label, of these checks: they read only
+    `s.checks`, and only the fields _shown lists (see _changed_part)."""
+    out: list[Sample] = []
+    add = out.append
+    for kind in kinds:
+        c = s.checks.get(kind)
+        if c is None or c.success is None:
+            continue
+        check = (kind,)
+        add(("success", _CHECK, check, 1.0 if c.success else 0.0))
+        if c.last_attempt is not None:
+            add(("last_attempt", _CHECK, check, c.last_attempt))
+        if c.last_success is not None:
+            add(("last_success", _CHECK, check, c.last_success))
+        if not c.success and c.error:
+            add(("error", _CHECK_REASON, (kind, c.error), 1.0))
+    return out
 
 
 def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = True) -> list[Sample]:
     """Every sample of one domain, in family order within this domain."""
-    base = {**s.labels, "domain": s.name}
-    out: list[Sample] = list(_expiry_days(s, now)) if with_expiry_days else []
-
-    def add(key: str, value: float, **extra: str) -> None:
-        out.append((key, {**base, **extra} if extra else base, value))
-
-    for kind in CHECKS:
-        c = s.checks.get(kind)
-        if c is None or c.success is None:
-            continue
-        add("success", 1.0 if c.success else 0.0, check=kind)
-        if c.last_attempt is not None:
-            add("last_attempt", c.last_attempt, check=kind)
-        if c.last_success is not None:
-            add("last_success", c.last_success, check=kind)
-        if not c.success and c.error:
-            add("error", 1.0, check=kind, reason=c.error)
+    out: list[Sample] = []
+    if with_expiry_days:
+        days = _expiry_days(s, now)
+        if days is not None:
+            out.append(("expiry_days", _NO, _NO, days))
+    out += _check_samples(s)
+    add = out.append
 
     expiry, _source = effective_expiry(s)
     if expiry is not None:
-        add("expiry_ts", expiry.timestamp())
+        add(("expiry_ts", _NO, _NO, expiry.timestamp()))
     if s.rdap is not None and s.rdap.registered is not None:
-        add("registered", 1.0 if s.rdap.registered else 0.0)
+        add(("registered", _NO, _NO, 1.0 if s.rdap.registered else 0.0))
     for source in registration_sources(s):
-        add("source", 1.0, source=source)
+        add(("source", _SOURCE, (source,), 1.0))
     if s.rdap is not None:
         reg = s.rdap.registration
         if reg is not None:
             if reg.expiry is not None:
-                add("registry_expiry_ts", reg.expiry.timestamp())
+                add(("registry_expiry_ts", _NO, _NO, reg.expiry.timestamp()))
             if reg.registrar_expiry is not None:
-                add("registrar_expiry_ts", reg.registrar_expiry.timestamp())
+                add(("registrar_expiry_ts", _NO, _NO, reg.registrar_expiry.timestamp()))
             # Statuses are only known when the registry listed some; an absent list is not
             # "no hold", so the hold flag is left out too.
             if reg.statuses:
-                add("hold", 1.0 if reg.on_hold else 0.0)
+                add(("hold", _NO, _NO, 1.0 if reg.on_hold else 0.0))
                 for st in sorted({remote_label(st) for st in reg.statuses}):
-                    add("status", 1.0, status=st)
-                add("transfer_lock", 1.0 if reg.transfer_locked else 0.0)
+                    add(("status", _STATUS, (st,), 1.0))
+                add(("transfer_lock", _NO, _NO, 1.0 if reg.transfer_locked else 0.0))
             if reg.last_changed is not None:
-                add("last_changed", reg.last_changed.timestamp())
+                add(("last_changed", _NO, _NO, reg.last_changed.timestamp()))
             add(
-                "info",
-                1.0,
-                registrar=remote_label(reg.registrar),
-                registrar_iana_id=remote_label(reg.registrar_iana_id),
-                rdap_server=remote_label(s.rdap.server),
+                (
+                    "info",
+                    _INFO,
+                    (
+                        remote_label(reg.registrar),
+                        remote_label(reg.registrar_iana_id),
+                        remote_label(s.rdap.server),
+                    ),
+                    1.0,
+                )
             )
 
     if s.changes.nameservers_changed_at is not None:
-        add("ns_changed", s.changes.nameservers_changed_at)
+        add(("ns_changed", _NO, _NO, s.changes.nameservers_changed_at))
     if s.changes.registrar_changed_at is not None:
-        add("registrar_changed", s.changes.registrar_changed_at)
+        add(("registrar_changed", _NO, _NO, s.changes.registrar_changed_at))
     for ns in _capped(s.expected_nameservers):
-        add("ns_info", 1.0, source="expected", nameserver=ns)
+        add(("ns_info", _NS_SOURCE, ("expected", ns), 1.0))
     # The set before a nameserver change, for a day (changes.PREVIOUS_KEEP_SECONDS).
     for ns in _capped(s.changes.previous_nameservers):
-        add("ns_info", 1.0, source="previous", nameserver=remote_label(ns))
+        add(("ns_info", _NS_SOURCE, ("previous", remote_label(ns)), 1.0))
     if s.nsdomain is not None:
         for nsd in s.nsdomain.verdicts:
             if nsd.healthy is not None:
                 value = 1.0 if nsd.healthy else 0.0
-                add("ns_domain_healthy", value, nameserver_domain=nsd.nameserver_domain)
+                add(("ns_domain_healthy", _NS_DOMAIN, (nsd.nameserver_domain,), value))
     if s.rdap is not None and s.rdap.registration is not None:
         for ns in _capped(s.rdap.registration.nameservers):
-            add("ns_info", 1.0, source="registry", nameserver=remote_label(ns))
+            add(("ns_info", _NS_SOURCE, ("registry", remote_label(ns)), 1.0))
     if s.dns is not None:
         d = s.dns
         for ns in _capped(d.parent):
-            add("ns_info", 1.0, source="parent", nameserver=remote_label(ns))
+            add(("ns_info", _NS_SOURCE, ("parent", remote_label(ns)), 1.0))
         for ns in _capped(d.child):
-            add("ns_info", 1.0, source="child", nameserver=remote_label(ns))
+            add(("ns_info", _NS_SOURCE, ("child", remote_label(ns)), 1.0))
         if d.delegated is not None:
-            add("delegated", 1.0 if d.delegated else 0.0)
+            add(("delegated", _NO, _NO, 1.0 if d.delegated else 0.0))
         if d.mismatch is not None:
-            add("mismatch", 1.0 if d.mismatch else 0.0)
+            add(("mismatch", _NO, _NO, 1.0 if d.mismatch else 0.0))
         if d.inconsistent is not None:
-            add("inconsistent", 1.0 if d.inconsistent else 0.0)
+            add(("inconsistent", _NO, _NO, 1.0 if d.inconsistent else 0.0))
         for ns, reason in sorted(d.lame.items())[:MAX_NAMESERVER_SERIES]:
-            add("lame", 0.0 if reason is None else 1.0, nameserver=remote_label(ns))
+            add(("lame", _NAMESERVER, (remote_label(ns),), 0.0 if reason is None else 1.0))
 
     if s.dnssec is not None:
         sec = s.dnssec
         if sec.signed is not None:
-            add("dnssec_signed", 1.0 if sec.signed else 0.0)
+            add(("dnssec_signed", _NO, _NO, 1.0 if sec.signed else 0.0))
         if sec.ds_mismatch is not None:
-            add("dnssec_ds_mismatch", 1.0 if sec.ds_mismatch else 0.0)
+            add(("dnssec_ds_mismatch", _NO, _NO, 1.0 if sec.ds_mismatch else 0.0))
         if sec.signature_expiry is not None:
-            add("dnssec_expiry", sec.signature_expiry)
+            add(("dnssec_expiry", _NO, _NO, sec.signature_expiry))
         if sec.registry_disagrees is not None:
-            add("dnssec_registry", 1.0 if sec.registry_disagrees else 0.0)
+            add(("dnssec_registry", _NO, _NO, 1.0 if sec.registry_disagrees else 0.0))
         for ns, bad in sorted(sec.glue_mismatch.items())[:MAX_NAMESERVER_SERIES]:
-            add("glue_mismatch", 1.0 if bad else 0.0, nameserver=remote_label(ns))
+            add(("glue_mismatch", _NAMESERVER, (remote_label(ns),), 1.0 if bad else 0.0))
         if sec.serial_drift is not None:
-            add("soa_drift", float(sec.serial_drift))
+            add(("soa_drift", _NO, _NO, float(sec.serial_drift)))
 
     if s.email is not None:
         for role, ok in sorted(s.email.by_role().items()):
             if ok is not None:
-                add("deliverable", 1.0 if ok else 0.0, role=role)
+                add(("deliverable", _ROLE, (role,), 1.0 if ok else 0.0))
         self_hosted: dict[str, bool] = {}
         for v in s.email.verdicts:
             self_hosted[v.role] = self_hosted.get(v.role, False) or v.self_hosted
         for role, flag in sorted(self_hosted.items()):
-            add("self_hosted", 1.0 if flag else 0.0, role=role)
+            add(("self_hosted", _ROLE, (role,), 1.0 if flag else 0.0))
         personal: dict[str, bool] = {}
         for v in s.email.verdicts:
             personal[v.role] = personal.get(v.role, False) or v.personal
         for role, flag in sorted(personal.items()):
-            add("personal", 1.0 if flag else 0.0, role=role)
+            add(("personal", _ROLE, (role,), 1.0 if flag else 0.0))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bench.render import populated_store
@@ -88,3 +89,191 @@ def test_one_change_re_renders_one_block_only() -> None:
     # Only the chunks of the changed block (at most one per family) are new objects.
     assert 0 < changed <= families, changed
     assert b"".join(fast.exposition_chunks()) == _reference(store)
+
+
+def _gunzip_all(chunks: list[bytes]) -> bytes:
+    import gzip
+
+    return gzip.decompress(b"".join(chunks))
+
+
+def _renew_dns(at: float):
+    """What a DNS check that found the same delegation leaves behind (and then its next_due)."""
+
+    def change(s: DomainStatus) -> DomainStatus:
+        dns = replace(s.dns, measured_at=at) if s.dns is not None else None
+        state = replace(s.check("dns"), success=True, last_attempt=at, last_success=at)
+        return replace(s, dns=dns, checks={**s.checks, "dns": state})
+
+    return change
+
+
+def test_random_changes_keep_every_cell_equal_to_collect() -> None:
+    """Many rounds of the changes checks make, spliced into cached cells of several blocks:
+    after each round the plain text and the gzip members equal the collect() path."""
+    import random
+
+    from exporter.store import DnsResult
+
+    rnd = random.Random(7)
+    for keep_plain in (False, True):
+        store = populated_store(520)  # three blocks
+        fast = DomainCollector(store, clock=lambda: NOW, keep_plain=keep_plain)
+        assert fast.exposition() == _reference(store)
+        names = [s.name for s in store.snapshot()]
+        for round_ in range(4):
+            for name in rnd.sample(names, 40):
+                kind = rnd.randrange(6)
+                at = NOW - rnd.randrange(1, 10_000)
+                if kind == 0:
+                    store.update(name, _renew_dns(at))
+                elif kind == 1:  # the check failed this time
+                    store.update(
+                        name,
+                        lambda s, at=at: replace(
+                            s,
+                            checks={
+                                **s.checks,
+                                "rdap": replace(
+                                    s.check("rdap"), success=False, last_attempt=at, error="timeout"
+                                ),
+                            },
+                        ),
+                    )
+                elif kind == 2:  # a different delegation, with a lame server
+                    store.update(
+                        name,
+                        lambda s: replace(
+                            s,
+                            dns=DnsResult(
+                                parent_zone="example",
+                                parent=("ns9.other.example",),
+                                child=("ns9.other.example",),
+                                delegated=True,
+                                lame={"ns9.other.example": "timeout"},
+                                mismatch=True,
+                            ),
+                        ),
+                    )
+                elif kind == 3:  # bookkeeping only: nothing on /metrics changes
+                    store.update(
+                        name,
+                        lambda s, at=at: replace(
+                            s, checks={**s.checks, "dns": replace(s.check("dns"), next_due=at)}
+                        ),
+                    )
+                elif kind == 4:  # the registry says it is gone
+                    store.update(name, lambda s: replace(s, rdap=RdapResult(False, None, None)))
+                else:  # e-mail verdicts dropped
+                    store.update(name, lambda s: replace(s, email=None))
+            if round_ == 2:  # a reload: labels of some domains change, one is removed
+                store.sync(
+                    (s.name, {"team": "other"} if i % 7 == 0 else dict(s.labels), ())
+                    for i, s in enumerate(store.snapshot())
+                    if i != 5
+                )
+            expected = _reference(store)
+            assert fast.exposition() == expected, (keep_plain, round_)
+            assert _gunzip_all(fast.exposition_chunks(gzipped=True)) == expected
+            length, stream = fast.exposition_stream(gzipped=False)
+            body = b"".join(stream)
+            assert body == expected and length == len(body)
+            length, stream = fast.exposition_stream(gzipped=True)
+            assert length == len(b"".join(stream))
+
+
+def test_bookkeeping_updates_render_nothing_and_a_check_run_only_its_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from exporter import collector as collector_module
+
+    store = populated_store(300)
+    fast = DomainCollector(store, clock=lambda: NOW)
+    fast.exposition_chunks(gzipped=True)
+    calls: list[frozenset[str]] = []
+    real = collector_module._render
+
+    def counting(s: DomainStatus, now: float, kinds: frozenset[str] = real.__defaults__[0]):
+        calls.append(kinds)
+        return real(s, now, kinds)
+
+    monkeypatch.setattr(collector_module, "_render", counting)
+    names = [s.name for s in store.snapshot()]
+    for name in names[:50]:  # next_due and measured_at are not on /metrics
+        store.update(
+            name,
+            lambda s: replace(
+                s,
+                dns=replace(s.dns, measured_at=NOW + 1),
+                checks={**s.checks, "dns": replace(s.check("dns"), next_due=NOW + 300)},
+            ),
+        )
+    fast.exposition_chunks(gzipped=True)
+    assert calls == []
+    before = fast.exposition_chunks(gzipped=True)
+    store.update(names[10], _renew_dns(NOW + 60))
+    after = fast.exposition_chunks(gzipped=True)
+    assert calls == [frozenset({"dns"})]
+    # Only the DNS timestamps' cells of that block are new (success stayed 1).
+    assert sum(1 for a, b in zip(before, after, strict=True) if a is not b) == 2
+    assert fast.exposition() == _reference(store)
+
+
+def test_unshown_fields_are_not_rendered() -> None:
+    """_changed_part skips UNSHOWN_FIELDS of result records: no family may render them."""
+    from dataclasses import fields, is_dataclass
+
+    from exporter import collector as collector_module
+
+    store = populated_store(3)
+    reference = _reference(store)
+    status = store.snapshot()[0]
+    touched = 0
+    for f in fields(status):
+        value = getattr(status, f.name)
+        if not is_dataclass(value):
+            continue
+        for name in collector_module.UNSHOWN_FIELDS & {g.name for g in fields(value)}:
+            changed = replace(value, **{name: 123456789.0})
+            store.update(status.name, lambda s, fn=f.name, v=changed: replace(s, **{fn: v}))
+            touched += 1
+            assert _reference(store) == reference, (f.name, name)
+    assert touched >= 2  # dns.measured_at, rdap.read_at at least
+
+
+def test_expiry_days_follow_the_clock_within_the_render_interval() -> None:
+    from exporter import collector as collector_module
+
+    clock = [NOW]
+    store = populated_store(700)
+    fast = DomainCollector(store, clock=lambda: clock[0])
+    fast.exposition_chunks(gzipped=True)
+
+    def days(text: bytes) -> dict[str, float]:
+        out = {}
+        for line in text.decode().splitlines():
+            if line.startswith("domain_expiry_days{"):
+                name = line.split('domain="', 1)[1].split('"', 1)[0]
+                out[name] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    step = collector_module.EXPIRY_RENDER_SECONDS
+    for hours in (0.5, 1.0, 30.0):
+        clock[0] = NOW + hours * 3600
+        got = days(fast.exposition())
+        registry = CollectorRegistry()
+        registry.register(DomainCollector(store, clock=lambda: clock[0]))
+        exact = days(generate_latest(registry))
+        assert got.keys() == exact.keys() and len(got) == 700
+        worst = max(abs(got[n] - exact[n]) for n in exact)
+        assert worst <= step / 86400 + 0.0001, (hours, worst)
+
+
+def test_prerender_warms_the_cache() -> None:
+    store = populated_store(300)
+    fast = DomainCollector(store, clock=lambda: NOW)
+    assert not fast.warm
+    fast.prerender()
+    assert fast.warm
+    first = fast.exposition_chunks(gzipped=True)
+    assert all(a is b for a, b in zip(first, fast.exposition_chunks(gzipped=True), strict=True))
