@@ -160,7 +160,7 @@ def read(
             for name, data in conn.execute(_SELECT, (MAX_RECORD_BYTES,)):
                 visit(name, data)
             return ReadInfo(mark, record_version)
-        except sqlite3.Error as exc:
+        except _ERRORS as exc:
             raise _classify(exc) from None
 
 
@@ -284,7 +284,7 @@ def _write(
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, _ERRORS):
                 raise _classify(exc) from None
             raise
         _vacuum_if_sparse(conn)
@@ -324,7 +324,7 @@ def _precreate(path: Path) -> None:
 def _connect(path: Path) -> Iterator[sqlite3.Connection]:
     try:
         conn = _open(path)
-    except sqlite3.Error as exc:
+    except _ERRORS as exc:
         raise _classify(exc) from None
     try:
         yield conn
@@ -342,6 +342,9 @@ def _open(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(
         uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
     )
+    # Damaged text (a name, the schema) must not raise UnicodeDecodeError mid-read: it comes
+    # through with surrogate escapes and fails the checks made on it.
+    conn.text_factory = _text
     try:
         # A damaged or foreign file must not run its own SQL (views, triggers) with functions.
         conn.execute("PRAGMA trusted_schema = OFF")
@@ -352,6 +355,10 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _create_schema(conn: sqlite3.Connection, record_version: int) -> None:
@@ -384,7 +391,7 @@ def _check_schema(conn: sqlite3.Connection) -> tuple[Mark, int] | None:
     if not objects:
         return None
     if objects != _SCHEMA:
-        names = sorted(str(o[1])[:40] for o in objects)[:5]
+        names = sorted(ascii(o[1])[:40] for o in objects)[:5]
         raise StateError(f"not a domainwatch state database (tables {', '.join(names)})")
     meta = dict(
         conn.execute(
@@ -401,10 +408,17 @@ def _check_schema(conn: sqlite3.Connection) -> tuple[Mark, int] | None:
     return Mark(db_id, saves), version
 
 
-def _classify(exc: sqlite3.Error) -> Exception:
+# SQLite's own errors, and a damaged file's message that is not even UTF-8 (Python fails to
+# decode the error text itself).
+_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+def _classify(exc: sqlite3.Error | UnicodeDecodeError) -> Exception:
     """Damage (the file is not a database, or a malformed one) is a StateError: the file is
     moved aside. Everything else (busy, locked, I/O, full disk, read-only) is an OSError: the
     file may be fine, so it is left alone and the caller tries again later."""
+    if isinstance(exc, UnicodeDecodeError):
+        return StateError("damaged database: text that is not UTF-8")
     code = getattr(exc, "sqlite_errorname", "") or ""
     text = " ".join(str(exc).split())[:160]
     if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):

@@ -53,7 +53,7 @@ class StateError(ValueError):
 # One writer per concrete type, built once: a 10k-domain save walks ~1M values.
 
 Writer = Callable[[Any], Any]
-_WRITERS: dict[type, Writer] = {}
+_WRITERS: dict[Any, Writer] = {}  # by type, or (dataclass, skipped fields)
 
 
 def dump(value: object) -> Any:
@@ -77,16 +77,54 @@ def _writer_for(kind: type) -> Writer:
     if issubclass(kind, datetime):
         return lambda v: v.isoformat()
     if dataclasses.is_dataclass(kind):
-        # repr=False marks data that must not leave memory (a contact's e-mail address).
-        names = tuple(f.name for f in dataclasses.fields(kind) if f.repr)
-        return lambda v: {n: dump(getattr(v, n)) for n in names}
+        return _compile_writer(kind, frozenset())
     if issubclass(kind, Mapping):
         return _write_mapping
     if issubclass(kind, tuple | list):
-        return lambda v: [dump(x) for x in v]
+        return lambda v: [x if type(x) in _ATOMIC else dump(x) for x in v]
     if issubclass(kind, set | frozenset):
         return lambda v: sorted((dump(x) for x in v), key=repr)
     raise StateError(f"cannot save a {kind.__name__}")
+
+
+_ATOMIC = frozenset({type(None), bool, int, str, float})
+
+
+def dumper(kind: type, skip: frozenset[str]) -> Writer:
+    """dump() for instances of dataclass `kind`, leaving out the `skip` fields."""
+    key = (kind, skip)
+    writer = _WRITERS.get(key)
+    if writer is None:
+        writer = _WRITERS[key] = _compile_writer(kind, skip)
+    return writer
+
+
+def _compile_writer(kind: type, skip: frozenset[str]) -> Writer:
+    """One function per dataclass: its fields as an object, atomic values inline. A field
+    whose value is its default None, or its default empty collection, is left out (it reads
+    back as the default): a fully populated domain has ~20 of them, a quarter of its record.
+    repr=False marks data that must not leave memory (a contact's e-mail address)."""
+    namespace: dict[str, Any] = {"dump": dump, "ATOMIC": _ATOMIC}
+    lines = ["def write(v):", "    out = {}"]
+    for i, f in enumerate(dataclasses.fields(kind)):
+        if not f.repr or f.name in skip:
+            continue
+        default: Any = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        put = f"out[{f.name!r}] = x if type(x) in ATOMIC else dump(x)"
+        lines.append(f"    x = v.{f.name}")
+        if default is None:
+            lines += ["    if x is not None:", f"        {put}"]
+        elif type(default) in (tuple, list, dict) and not default:
+            namespace[f"empty{i}"] = type(default)
+            lines += [f"    if x or type(x) is not empty{i}:", f"        {put}"]
+        else:
+            lines.append(f"    {put}")
+    lines.append("    return out")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built from field names only
+    compiled: Writer = namespace["write"]
+    return compiled
 
 
 def _write_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
@@ -94,14 +132,22 @@ def _write_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
     for k, v in value.items():
         if not isinstance(k, str):
             raise StateError(f"mapping key {k!r} is not text")
-        out[k] = dump(v)
+        out[k] = v if type(v) in _ATOMIC else dump(v)
     return out
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one, not one per json.dumps call
+
+
 def encode(document: object) -> bytes:
-    """The whole file's bytes. Raises StateError for a value the codec cannot write."""
+    """The document's JSON bytes. Raises StateError for a value the codec cannot write."""
+    return encode_json(dump(document))
+
+
+def encode_json(data: object) -> bytes:
+    """JSON bytes of what dump() returned. Raises StateError."""
     try:
-        return json.dumps(dump(document), separators=(",", ":")).encode("utf-8")
+        return _ENCODER.encode(data).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise StateError(f"cannot encode state: {exc}") from None
 
@@ -134,6 +180,17 @@ def load_dataclass(cls: type, raw: object, skip: frozenset[str] = frozenset()) -
     if found is None:
         found = _READERS[key] = _dataclass_reader(cls, skip)
     return found(raw)
+
+
+def load_fields(cls: type, raw: object, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The checked, converted fields of a `cls` present in a JSON object (not the instance):
+    for a caller that builds the instance itself, e.g. with fields of its own."""
+    key = ("fields", cls, skip)
+    found = _READERS.get(key)
+    if found is None:
+        found = _READERS[key] = _fields_reader(cls, skip)
+    result: dict[str, Any] = found(raw)
+    return result
 
 
 def _reader_for(hint: Any) -> Reader:
@@ -200,10 +257,18 @@ def _sequence_reader(container: Any, args: tuple[Any, ...]) -> Reader:
 
         return read_fixed
     item = reader(args[0]) if args else _same
+    fast = _fast_check(args[0]) if args else "True"
+    valid: Callable[[list[Any]], bool] = (
+        eval(f"lambda raw: all({fast} for v in raw)")  # noqa: S307 - built from type hints only
+        if fast is not None
+        else lambda raw: False
+    )
 
     def read(raw: Any) -> Any:
         if type(raw) is not list:
             raise _wrong("a list", raw)
+        if valid(raw):
+            return container(raw)
         return container(_each([item] * len(raw), raw))
 
     return read
@@ -221,10 +286,18 @@ def _each(readers: list[Reader], raw: list[Any]) -> list[Any]:
 
 def _mapping_reader(key_hint: Any, value_hint: Any) -> Reader:
     read_key, read_value = reader(key_hint), reader(value_hint)
+    fast = _fast_check(value_hint) if key_hint is str else None
+    valid: Callable[[dict[Any, Any]], bool] = (
+        eval(f"lambda raw: all(type(k) is str and {fast} for k, v in raw.items())")  # noqa: S307
+        if fast is not None
+        else lambda raw: False
+    )
 
     def read(raw: Any) -> Any:
         if type(raw) is not dict:
             raise _wrong("an object", raw)
+        if valid(raw):
+            return dict(raw)
         out = {}
         for k, v in raw.items():
             try:
@@ -237,43 +310,130 @@ def _mapping_reader(key_hint: Any, value_hint: Any) -> Reader:
 
 
 def _dataclass_reader(cls: type, skip: frozenset[str]) -> Reader:
-    spec: list[tuple[str, Reader, bool]] | None = None
-
-    def build_spec() -> list[tuple[str, Reader, bool]]:
-        # Built on first use, not at creation: a dataclass may refer to itself.
-        hints = typing.get_type_hints(cls)
-        return [
-            (
-                f.name,
-                reader(hints[f.name]),
-                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-            )
-            for f in dataclasses.fields(cls)
-            # repr=False fields were never written; a file that has one is not trusted with it
-            if f.init and f.repr and f.name not in skip
-        ]
+    if _direct(cls, skip):
+        return _compiled(cls, skip, direct=True)
+    read_fields = _compiled(cls, skip, direct=False)
 
     def read(raw: Any) -> Any:
-        nonlocal spec
-        if spec is None:
-            spec = build_spec()
-        if type(raw) is not dict:
-            raise _wrong("an object", raw)
-        kwargs = {}
-        for name, read_field, required in spec:
-            if name in raw:
-                try:
-                    kwargs[name] = read_field(raw[name])
-                except StateError as exc:
-                    raise exc.at(name) from None
-            elif required:
-                raise StateError("missing").at(name)
+        kwargs = read_fields(raw)
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:  # a __post_init__ that validates
             raise StateError(str(exc)[:120]) from None
 
     return read
+
+
+def _fields_reader(cls: type, skip: frozenset[str]) -> Reader:
+    return _compiled(cls, skip, direct=False)
+
+
+def _direct(cls: type, skip: frozenset[str]) -> bool:
+    """Whether instances may be built without __init__: it would only store the fields (no
+    __post_init__, a plain __dict__), and every field the file may lack has a default."""
+    return (
+        not skip
+        and not hasattr(cls, "__post_init__")
+        and "__slots__" not in cls.__dict__
+        and all(
+            f.default is not dataclasses.MISSING
+            or f.default_factory is not dataclasses.MISSING
+            or (f.init and f.repr)
+            for f in dataclasses.fields(cls)
+        )
+    )
+
+
+def _compiled(cls: type, skip: frozenset[str], direct: bool) -> Reader:
+    """Compiled into one function per dataclass on first use (not at creation: a dataclass may
+    refer to itself), with the common scalar checks inline and, when `direct`, the instance
+    filled in without __init__ (a frozen dataclass's __init__ costs a call per field): restoring
+    100k domains walks ~10M values, and a function call per value was most of the time.
+    Not direct: returns the keyword arguments instead."""
+    compiled: Reader | None = None
+
+    def read(raw: Any) -> Any:
+        nonlocal compiled
+        if compiled is None:
+            compiled = _compile_reader(cls, skip, direct)
+        return compiled(raw)
+
+    return read
+
+
+def _compile_reader(cls: type, skip: frozenset[str], direct: bool) -> Reader:
+    hints = typing.get_type_hints(cls)
+    namespace: dict[str, Any] = {"StateError": StateError, "_wrong": _wrong, "cls": cls}
+    lines = [
+        "def read(raw):",
+        "    if type(raw) is not dict:",
+        "        raise _wrong('an object', raw)",
+    ]
+    if direct:
+        lines += ["    made = object.__new__(cls)", "    out = made.__dict__"]
+    else:
+        lines.append("    out = {}")
+    for i, f in enumerate(dataclasses.fields(cls)):
+        name = repr(f.name)
+        if f.default is not dataclasses.MISSING:
+            namespace[f"default{i}"] = f.default
+            default = f"default{i}"
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"factory{i}"] = f.default_factory
+            default = f"factory{i}()"
+        else:
+            default = ""
+        # repr=False fields were never written; a file that has one is not trusted with it
+        if not f.init or not f.repr or f.name in skip:
+            if direct:
+                lines.append(f"    out[{name}] = {default}")
+            continue
+        namespace[f"read{i}"] = reader(hints[f.name])
+        convert = [
+            "            try:",
+            f"                v = read{i}(v)",
+            "            except StateError as exc:",
+            f"                raise exc.at({name}) from None",
+        ]
+        fast = _fast_check(hints[f.name])
+        lines += [f"    if {name} in raw:", f"        v = raw[{name}]"]
+        if fast is None:
+            lines += [line[4:] for line in convert]
+        else:  # already the right value as it is: no call; otherwise the reader decides
+            lines += [f"        if not ({fast}):", *convert]
+        lines.append(f"        out[{name}] = v")
+        if not default:
+            lines += ["    else:", f"        raise StateError('missing').at({name})"]
+        elif direct:
+            lines += ["    else:", f"        out[{name}] = {default}"]
+    lines.append("    return made" if direct else "    return out")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built from field names only
+    compiled: Reader = namespace["read"]
+    return compiled
+
+
+# Python expressions true exactly when `v` is already a valid value of the type, as parsed
+# from JSON, needing no conversion (a float field given an int still goes through its reader).
+_FAST = {
+    str: "type(v) is str",
+    bool: "type(v) is bool",
+    int: "type(v) is int",
+    float: "(type(v) is float and v - v == 0.0)",  # finite: inf - inf and nan - nan are nan
+    type(None): "v is None",
+}
+
+
+def _fast_check(hint: Any) -> str | None:
+    if hint is Any or hint is object:
+        return "True"
+    if hint in _FAST:
+        return _FAST[hint]
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        checks = [_fast_check(a) for a in typing.get_args(hint)]
+        if all(c is not None for c in checks):
+            return "(" + " or ".join(c for c in checks if c is not None) + ")"
+    return None
 
 
 def _read_none(raw: Any) -> None:

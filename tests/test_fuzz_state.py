@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sqlite3
 import tempfile
 import types
@@ -35,13 +36,19 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+# Examples that convert a legacy file or write a database each (fsyncs on a real disk).
+FUZZ_WRITES = settings(FUZZ, max_examples=80)
 NAMES = ("a.example", "b.example", "c.example")
 _CHECK = CheckState(success=True, last_attempt=1e9, last_success=1e9, failures=2)
 
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="fuzz-state-") as tmp:
+    # In memory where there is a tmpfs: every example converts or writes a database, and its
+    # fsyncs (durability is not what these tests are about) would dominate on a shared disk.
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="fuzz-state-", dir=where) as tmp:
         yield Path(tmp)
 
 
@@ -144,7 +151,7 @@ def test_any_json_document(workdir: Path, document: object) -> None:
     _load_never_raises(workdir / "doc.json", json.dumps(document).encode())
 
 
-@FUZZ
+@FUZZ_WRITES
 @given(records=st.dictionaries(st.sampled_from(NAMES), json_values, max_size=3))
 def test_any_json_records_in_a_valid_envelope(workdir: Path, records: dict[str, Any]) -> None:
     for version in (1, 2):
@@ -292,7 +299,7 @@ def _with_marked_addresses(status: DomainStatus, marker: str) -> DomainStatus:
     )
 
 
-@FUZZ
+@FUZZ_WRITES
 @given(generated=st.lists(statuses, max_size=3, unique_by=lambda s: s.name))
 def test_save_load_round_trip(workdir: Path, generated: list[DomainStatus]) -> None:
     generated = [_with_marked_addresses(s, "private-") for s in generated]
@@ -310,7 +317,7 @@ def test_save_load_round_trip(workdir: Path, generated: list[DomainStatus]) -> N
         assert restored.get(status.name) == _persisted(status)
 
 
-@FUZZ
+@FUZZ_WRITES
 @given(
     status=statuses,
     ages=st.fixed_dictionaries(
@@ -358,7 +365,7 @@ def test_age_limit_drops_exactly_the_stale_results(
         assert got.checks[kind] == want, kind
 
 
-@FUZZ
+@FUZZ_WRITES
 @given(status=statuses, data=st.data())
 def test_a_valid_file_with_one_part_replaced(
     workdir: Path, status: DomainStatus, data: st.DataObject
