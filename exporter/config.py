@@ -486,8 +486,11 @@ def _read_whois(r: _Reader, value: object) -> WhoisSettings:
     )
 
 
-def _expiry_date(value: object) -> datetime:
-    """`expires: 2027-03-31` (YAML may hand us a date object or a string) -> midnight UTC."""
+def _expiry_date(value: object) -> datetime | None:
+    """`expires: 2027-03-31` (YAML may hand us a date object or a string) -> midnight UTC;
+    `expires: null` (the example config's default) is no manual expiry."""
+    if value is None:
+        return None
     text = value
     if isinstance(value, date) and not isinstance(value, datetime):
         text = value.isoformat()

@@ -10,6 +10,7 @@ import dataclasses
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from exporter.config import (
     EmailSettings,
     ProbeSettings,
     RdapSettings,
+    WhoisSettings,
     config_warnings,
     load_config,
     parse_config,
@@ -105,6 +107,7 @@ def test_good_file_reads_every_key() -> None:
                 "co.uk": "https://rdap.nominet.uk/uk/",
                 "xn--90ae": "https://rdap.example.bg/",
                 "kg": "http://rdap.cctld.kg/",
+                "ch": "https://rdap.nic.ch/",
             },
             ca_file="tests/testdata/config/good.yaml",
             interval=12 * 3600.0,
@@ -131,6 +134,12 @@ def test_good_file_reads_every_key() -> None:
             smtp_interval=7 * 86400.0,
             allow_private_addresses=True,
         ),
+        whois=WhoisSettings(
+            servers={"jp": "whois.jprs.jp", "co.uk": "127.0.0.1:4343", "vn": "[::1]:43"},
+            timeout=4.0,
+            requests_per_second=2.0,
+            allow_private_addresses=True,
+        ),
         probe=ProbeSettings(
             allow_unlisted=True, max_unlisted=7, idle_timeout=7200.0, max_wait=3.0
         ),
@@ -143,6 +152,7 @@ def test_good_file_reads_every_key() -> None:
                     Contact(role="billing_team", email="billing@example.org"),
                 ),
                 labels={"team": "web", "tier": "1"},
+                expires=datetime(2031, 3, 31, tzinfo=UTC),
             ),
             DomainConfig(name="xn--bcher-kva.example"),
             DomainConfig(name="example.org"),
@@ -152,7 +162,7 @@ def test_good_file_reads_every_key() -> None:
     config = load_config(DATA / "good.yaml")
     assert config == expected
     # Field by field too, so a failure names the setting rather than dumping two Configs.
-    for section in ("rdap", "dns", "email", "probe"):
+    for section in ("rdap", "whois", "dns", "email", "probe"):
         for f in dataclasses.fields(getattr(expected, section)):
             got = getattr(getattr(config, section), f.name)
             assert got == getattr(getattr(expected, section), f.name), f"{section}.{f.name}"
@@ -161,6 +171,7 @@ def test_good_file_reads_every_key() -> None:
 def _section_fields() -> dict[str, set[str]]:
     return {
         "rdap": {f.name for f in dataclasses.fields(RdapSettings)},
+        "whois": {f.name for f in dataclasses.fields(WhoisSettings)},
         "dns": {f.name for f in dataclasses.fields(DnsSettings)},
         "email": {f.name for f in dataclasses.fields(EmailSettings)},
         "probe": {f.name for f in dataclasses.fields(ProbeSettings)},
@@ -171,16 +182,16 @@ def _section_fields() -> dict[str, set[str]]:
 def test_file_names_every_setting(path: Path) -> None:
     """A new setting must appear in good.yaml (tested) and config.example.yaml (documented)."""
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert set(document) == {"rdap", "dns", "email", "domains", "concurrency", "probe"}
+    assert set(document) == {"rdap", "whois", "dns", "email", "domains", "concurrency", "probe"}
     for section, fields in _section_fields().items():
         assert set(document[section]) == fields, section
-    assert set(document["domains"][0]) == {"name", "nameservers", "contacts", "labels"}
+    assert set(document["domains"][0]) == {"name", "nameservers", "contacts", "labels", "expires"}
 
 
 def test_good_file_differs_from_defaults_everywhere() -> None:
     # Otherwise a key the loader ignores would still "load with the expected value".
     config = load_config(DATA / "good.yaml")
-    for section in ("rdap", "dns", "email", "probe"):
+    for section in ("rdap", "whois", "dns", "email", "probe"):
         default = getattr(Config(), section)
         for f in dataclasses.fields(default):
             assert getattr(getattr(config, section), f.name) != getattr(default, f.name), (
@@ -200,9 +211,11 @@ def test_example_config_loads_with_documented_defaults() -> None:
     assert first.nameservers == ("a.iana-servers.net", "b.iana-servers.net")
     assert first.contacts == (Contact(role="registrant", email="hostmaster@example.org"),)
     assert first.labels == {"team": "web"}
-    assert config.rdap.servers == {"de": "https://rdap.denic.de/"}
+    assert config.rdap.servers == {}  # the curated table needs no entry for .de or .ch
     # The header promises "every key is shown with its default".
-    assert dataclasses.replace(config.rdap, servers={}) == RdapSettings()
+    assert config.rdap == RdapSettings()
+    assert config.whois == WhoisSettings()
+    assert first.expires is None
     assert config.dns == DnsSettings()
     assert config.email == EmailSettings()
     assert config.probe == ProbeSettings()
@@ -753,3 +766,57 @@ def test_hostile_reload_fails_cleanly_in_the_running_exporter(tmp_path: Path) ->
         exporter.wait_for(lambda s: s.value("domainwatch_config_last_reload_successful") == 0)
         log = exporter.log_path.read_text(errors="replace")
         assert "number longer than 100 digits" in log and "Traceback" not in log
+
+
+# --- WHOIS and manual expiry (issue 10) -----------------------------------------------------
+
+
+def test_tld_keys_take_a_leading_dot_in_both_server_maps() -> None:
+    config = parse_config(
+        {
+            "rdap": {"servers": {".de": "https://rdap.denic.de/"}},
+            "whois": {"servers": {".JP": "whois.jprs.jp", "co.jp": "whois.jprs.jp:4343"}},
+        }
+    )
+    assert config.rdap.servers == {"de": "https://rdap.denic.de/"}
+    assert config.whois.servers == {"jp": "whois.jprs.jp", "co.jp": "whois.jprs.jp:4343"}
+
+
+def test_whois_and_expires_errors_name_their_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "whois": {
+                    "servers": {"jp": "bad host", "de": "whois.denic.de:0", "..": "x.example"},
+                    "timeout": "soon",
+                    "requests_per_second": 0,
+                    "allow_private_addresses": "yes",
+                    "port": 43,
+                },
+                "domains": [
+                    {"name": "a.de", "expires": "31.03.2031"},
+                    {"name": "b.de", "expires": "2031-02-30"},
+                    {"name": "c.de", "expires": 20310331},
+                ],
+            }
+        )
+    assert info.value.errors == [
+        "whois.port: unknown key",
+        "whois.servers.jp: 'bad host' is not a 'host' or 'host:port'",
+        "whois.servers.de: 'whois.denic.de:0' has an invalid port",
+        "whois.servers...: '..' is not a TLD or suffix",
+        "whois.timeout: 'soon' is not a duration (use e.g. 90s, 5m, 6h, 1d)",
+        "whois.requests_per_second: must be a number greater than zero, got 0",
+        "whois.allow_private_addresses: must be true or false, got 'yes'",
+        "domains[0].expires: '31.03.2031' is not a date (use YYYY-MM-DD, e.g. 2027-03-31)",
+        "domains[1].expires: '2031-02-30' is not a valid date",
+        "domains[2].expires: 20310331 is not a date (use YYYY-MM-DD, e.g. 2027-03-31)",
+    ]
+
+
+def test_expires_is_midnight_utc_from_a_yaml_date_or_string(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("domains:\n  - {name: a.de, expires: 2031-03-31}\n  - {name: b.de}\n")
+    config = load_config(path)
+    assert config.domains[0].expires == datetime(2031, 3, 31, tzinfo=UTC)
+    assert config.domains[1].expires is None
