@@ -18,6 +18,7 @@ DNS is not under test: the root server is a dead loopback port, so the dns check
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -279,3 +280,22 @@ def test_every_tld_of_the_curated_table(whois: WhoisServer, tmp_path: Path) -> N
             assert got["whois"]["success"] is True, (tld, got)
             assert got["rdap"]["expiry"] == (want.isoformat() if want else None), tld
             assert got["rdap"]["nameservers"], tld
+
+
+def test_an_expiry_nobody_watches_reaches_a_person() -> None:
+    """Both 'expiry not watched' alerts are warnings, and the example Alertmanager config routes
+    warnings to a real receiver (not the null one)."""
+    rules = yaml.safe_load(Path("alerting/rules.yml").read_text(encoding="utf-8"))
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    receivers = yaml.safe_load(Path("alerting/alertmanager.example.yml").read_text())["receivers"]
+    integrations = {r["name"]: [k for k in r if k.endswith("_configs")] for r in receivers}
+    for name in ("DomainRdapUnsupported", "DomainExpiryNotPublished"):
+        assert alerts[name]["labels"]["severity"] == "warning", name
+        routed = subprocess.run(
+            ["amtool", "config", "routes", "test", "--config.file",
+             "alerting/alertmanager.example.yml", "severity=warning", f"alertname={name}",
+             "domain=nothing.vn"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.split()  # fmt: skip
+        assert routed == ["ticket"], routed
+        assert integrations["ticket"], "the ticket receiver must deliver somewhere"
