@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -275,8 +277,18 @@ def main() -> None:
     parser.add_argument("--before", metavar="REV", help="also time nameservers.py at git REV")
     args = parser.parse_args()
     domains = [f"d{i:04d}.bench" for i in range(1, args.domains + 1)]
-    with KnotLab(Path(tempfile.mkdtemp(prefix="dnsbench-")), lab_servers(domains)):
-        asyncio.run(run(args, domains))
+    # The addresses are fixed (port 53): a second run (or the smoke test) waits for the first.
+    lock = os.open(
+        Path(tempfile.gettempdir()) / "domainwatch-127.93.100-bench.lock",
+        os.O_RDWR | os.O_CREAT,
+        0o666,
+    )
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with KnotLab(Path(tempfile.mkdtemp(prefix="dnsbench-")), lab_servers(domains)):
+            asyncio.run(run(args, domains))
+    finally:
+        os.close(lock)
 
 
 if __name__ == "__main__":

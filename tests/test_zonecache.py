@@ -25,6 +25,9 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -64,6 +67,7 @@ LIAR = "127.93.5.1"
 FIBBER = "127.93.5.2"
 PROV = ("ns1.prov.tst", "ns2.prov.tst")
 DOMAINS = tuple(f"d{i}.tst" for i in range(1, 13))
+REPO = Path(__file__).resolve().parent.parent
 
 _ROOT_ZONE = """
 @ NS a.root.tst.
@@ -446,3 +450,25 @@ def test_exporter_counters_by_server_kind(lab: HostileDns) -> None:
     assert value("tld") == 5 + 1  # one parent question per domain, one referral to prov.tst
     assert value("child") == 5 * 2 + 2  # two apex probes per domain, AAAA of both NS names
     assert value("resolver") == 0 and value("parent") == 0
+
+
+def test_benchmark_smoke() -> None:
+    """bench/dnscheck.py still runs (a tiny run on its own addresses, 127.93.100-101.x)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "dnscheck.py"),
+            "--domains",
+            "4",
+            "--rounds",
+            "1",
+            "--concurrency",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cached / raw-cached" in done.stdout, done.stdout
+    assert re.search(r"^cached +\d+ .* 3\.0$", done.stdout, re.MULTILINE), done.stdout
