@@ -320,12 +320,8 @@ async def _serve(
         restored = await asyncio.to_thread(
             store.load,
             args.state_file,
-            max_age={
-                "rdap": 2 * config.rdap.interval,
-                "whois": 2 * config.rdap.interval,  # WHOIS runs at the RDAP interval
-                "dns": 2 * config.dns.interval,
-                "email": 2 * config.email.interval,
-            },
+            # Every check's own interval (rdap, whois, dns, dnssec, email, nsdomain, ...).
+            max_age={name: 2 * check.interval() for name, check in scheduler.checks.items()},
         )
         log.info("state restored: path=%s domains=%d", args.state_file, restored)
     metrics.reload_ok.set(1)
