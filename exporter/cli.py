@@ -324,6 +324,9 @@ async def _serve(
             max_age={name: 2 * check.interval() for name, check in scheduler.checks.items()},
         )
         log.info("state restored: path=%s domains=%d", args.state_file, restored)
+    # Render /metrics once now, on a worker thread, so that the first scrape finds it cached:
+    # at 100k domains that first rendering takes many seconds of CPU.
+    threading.Thread(target=domains.prerender, name="prerender", daemon=True).start()
     metrics.reload_ok.set(1)
     metrics.reload_ts.set(time.time())
     reloader = ConfigReloader(args.config_file, load_config, scheduler.apply_config, metrics)
@@ -347,7 +350,7 @@ async def _serve(
         ready=lambda: scheduler.ready,
         reload=reload_from_http,
         users=users,
-        domain_chunks=domains.exposition_chunks,
+        domain_stream=domains.exposition_stream,
         telemetry_path=args.telemetry_path,
         pages=StatusPages(listed.snapshot, args.telemetry_path),
         probe=prober.app,

@@ -316,6 +316,11 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         status, headers, body = await loop.run_in_executor(self._pool, self._call_app, environ)
         keep = request.keep_alive
+        if isinstance(body, _Streamed):
+            try:
+                return await self._stream(request, writer, peer, status, headers, body) and keep
+            finally:
+                body.close()
         length = sum(len(chunk) for chunk in body)
         lines = [f"HTTP/1.1 {status}"]
         lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _HOP_BY_HOP]
@@ -335,6 +340,61 @@ class HttpServer:
         if request.method == "HEAD":
             body = []
         return await self._write(writer, head, *body) and keep
+
+    async def _stream(
+        self,
+        request: _Request,
+        writer: asyncio.StreamWriter,
+        peer: Any,
+        status: str,
+        headers: list[tuple[str, str]],
+        body: _Streamed,
+    ) -> bool:
+        """Send a body the app produces as it is sent (a plain /metrics of 100k domains,
+        decompressed cell by cell): each chunk is pulled on a worker thread, so neither the
+        loop nor memory ever holds the whole body. The length is the app's Content-Length; a
+        body that ends early or runs long closes the connection (the client sees the error)."""
+        lines = [f"HTTP/1.1 {status}"]
+        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _HOP_BY_HOP]
+        lines += [f"Content-Length: {body.length}", f"Date: {formatdate(usegmt=True)}"]
+        if not request.keep_alive:
+            lines.append("Connection: close")
+        log.debug('http: %s "%s %s" %s %d (streamed)', _peer(peer), request.method,
+                  request.target, status.split(" ", 1)[0], body.length)  # fmt: skip
+        if not await self._write(writer, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")):
+            return False
+        if request.method == "HEAD":
+            return True
+        loop = asyncio.get_running_loop()
+        sent = 0
+        try:
+            while True:
+                chunk = await loop.run_in_executor(self._pool, body.next_chunk)
+                if chunk is None:
+                    break
+                sent += len(chunk)
+                if sent > body.length:
+                    break
+                writer.write(chunk)
+                if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+                    async with asyncio.timeout(self.limits.write_timeout):
+                        await writer.drain()
+            async with asyncio.timeout(self.limits.write_timeout):
+                await writer.drain()
+        except (TimeoutError, ConnectionError, OSError):
+            writer.transport.abort()
+            return False
+        except Exception as exc:  # the app's iterator failed half-way: nothing else to send
+            log.error("http: %s %s failed while streaming: %s: %s", request.method,
+                      request.target, type(exc).__name__, exc)  # fmt: skip
+            writer.transport.abort()
+            return False
+        if sent != body.length:
+            log.error("http: %s %s: the app declared %d bytes and produced %d", request.method,
+                      request.target, body.length, sent)  # fmt: skip
+            writer.transport.abort()
+            return False
+        return True
 
     async def _write(self, writer: asyncio.StreamWriter, *payload: bytes) -> bool:
         """Send the chunks in order without joining them: a /metrics body of 100k domains is
@@ -405,8 +465,10 @@ class HttpServer:
 
     def _call_app(
         self, environ: dict[str, Any]
-    ) -> tuple[str, list[tuple[str, str]], list[bytes]]:
-        """Run the app on a worker thread; any exception is one log line and a 500."""
+    ) -> tuple[str, list[tuple[str, str]], list[bytes] | _Streamed]:
+        """Run the app on a worker thread; any exception is one log line and a 500. A body
+        that is not a list and comes with a Content-Length is streamed (_Streamed), not
+        collected here."""
         assert self._app is not None
         started: list[tuple[str, list[tuple[str, str]]]] = []
         chunks: list[bytes] = []
@@ -421,6 +483,9 @@ class HttpServer:
 
         try:
             result = self._app(environ, start_response)
+            length = _declared_length(started[0][1]) if started else None
+            if not isinstance(result, list | tuple) and length is not None and not chunks:
+                return started[0][0], started[0][1], _Streamed(result, length)
             try:
                 chunks.extend(result)
             finally:
@@ -442,6 +507,31 @@ class HttpServer:
             return "500 Internal Server Error", [("Content-Type", "text/plain")], [body]
         status, headers = started[0]
         return status, headers, chunks
+
+
+class _Streamed:
+    """An app's body to pull chunk by chunk (on worker threads), with its declared length."""
+
+    def __init__(self, body: Iterable[bytes], length: int) -> None:
+        self._body = body
+        self._chunks = iter(body)
+        self.length = length
+
+    def next_chunk(self) -> bytes | None:
+        return next(self._chunks, None)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
+def _declared_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            value = value.strip()
+            return int(value) if value.isascii() and value.isdigit() else None
+    return None
 
 
 def _parse_head(head: bytes) -> _Request:

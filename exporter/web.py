@@ -9,6 +9,7 @@ import enum
 import gzip
 import hashlib
 import html
+import itertools
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ import secrets
 import ssl
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,13 +295,15 @@ def make_app(
     domain_exposition: Callable[[], bytes] | None = None,
     domain_chunks: Callable[..., list[bytes]] | None = None,
     *,
+    domain_stream: Callable[..., tuple[int, Iterator[bytes]]] | None = None,
     telemetry_path: str = "/metrics",
     pages: WsgiApp | None = None,
     probe: WsgiApp | None = None,
 ) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
     """`registry` holds the exporter's own metrics; the per-domain families are appended to
-    them, from `domain_chunks` (DomainCollector.exposition_chunks: cached chunks, cached gzip
-    members when the client takes gzip) or else `domain_exposition`. They are served on
+    them, from `domain_stream` (DomainCollector.exposition_stream: its length and chunks,
+    streamed by the server), `domain_chunks` (DomainCollector.exposition_chunks: cached chunks,
+    cached gzip members when the client takes gzip) or else `domain_exposition`. They are served on
     `telemetry_path`. `pages` (exporter.statuspage) answers `/` and /api/v1/domains[/NAME],
     else `/` is a plain landing page; `probe` (exporter.probe) answers /probe. HEAD is
     answered like GET; the server leaves out the body."""
@@ -315,6 +318,16 @@ def make_app(
         gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
         body = generate_latest(registry)
         headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+        if domain_stream is not None:
+            # DomainCollector.exposition_stream: cached gzip members as they are, or the plain
+            # text decompressed cell by cell while the server sends it (never all at once).
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)
+                headers.append(("Content-Encoding", "gzip"))
+            length, rest = domain_stream(gzipped=gzipped)
+            headers.append(("Content-Length", str(len(body) + length)))
+            start_response("200 OK", headers)
+            return itertools.chain((body,), rest)
         if domain_chunks is not None:
             # A gzip stream may be several members (RFC 1952 2.2): ours, then the cached ones,
             # sent as they are (never joined: at 100k domains that is hundreds of MB).

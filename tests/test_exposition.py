@@ -277,3 +277,66 @@ def test_prerender_warms_the_cache() -> None:
     assert fast.warm
     first = fast.exposition_chunks(gzipped=True)
     assert all(a is b for a, b in zip(first, fast.exposition_chunks(gzipped=True), strict=True))
+
+
+def _serve(app) -> tuple[object, int]:
+    import socket
+
+    from exporter.httpserver import HttpServer
+
+    sock = socket.create_server(("127.94.0.1", 0))
+    server = HttpServer(sock)
+    server.start(app)
+    return server, server.port
+
+
+def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.94.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_metrics_streamed_through_the_http_server_plain_and_gzip() -> None:
+    """The real server streams the plain body cell by cell (decompressed as it goes) and the
+    gzip members as they are; both decode to the same exposition as collect()."""
+    import gzip
+
+    from exporter.web import make_app
+
+    store = populated_store(600)
+    fast = DomainCollector(store, clock=lambda: NOW)
+    registry = CollectorRegistry()
+    app = make_app(registry, lambda: True, lambda: None, domain_stream=fast.exposition_stream)
+    server, port = _serve(app)
+    try:
+        expected = _reference(store)
+        status, headers, plain = _get(port, "/metrics", {})
+        assert status == 200 and "Content-Encoding" not in headers
+        assert plain == expected and int(headers["Content-Length"]) == len(plain)
+        status, headers, packed = _get(port, "/metrics", {"Accept-Encoding": "gzip"})
+        assert status == 200 and headers["Content-Encoding"] == "gzip"
+        assert int(headers["Content-Length"]) == len(packed)
+        assert gzip.decompress(packed) == expected
+    finally:
+        server.shutdown()
+
+
+def test_a_streamed_body_shorter_than_declared_closes_the_connection() -> None:
+    import http.client
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "100")])
+        return iter([b"only ten b"])  # not a list: streamed
+
+    server, port = _serve(app)
+    try:
+        with pytest.raises(http.client.IncompleteRead):
+            _get(port, "/", {})
+    finally:
+        server.shutdown()
