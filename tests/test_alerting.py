@@ -327,8 +327,10 @@ def test_for_durations_can_be_zeroed_for_end_to_end_tests(tmp_path: Path) -> Non
 def test_thresholds_are_marked() -> None:
     # Code lines ending in "# THRESHOLD: ..." (the header comment explains the convention).
     marked = re.findall(r"^ *[^#\s].*# THRESHOLD: .*$", RULES.read_text(), re.MULTILINE)
-    # 30d, 7d, persistent 7d, three staleness limits, the not-authoritative count and share
-    assert len(marked) == 8, marked
+    # 30d, 7d, persistent 7d, four staleness limits (rdap/whois, dns, email, dnssec), the
+    # not-authoritative count and share, the three change windows (transfer lock, nameservers,
+    # registrar), DNSSEC signatures within 3 days and 1 day, SOA serial drift
+    assert len(marked) == 15, marked
 
 
 # --- the Alertmanager example -------------------------------------------------------------

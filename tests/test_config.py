@@ -124,6 +124,7 @@ def test_good_file_reads_every_key() -> None:
             root_servers=("127.0.0.53",),
             interval=600.0,
             timeout=1.5,
+            dnssec_interval=1800.0,
         ),
         email=EmailSettings(
             interval=7200.0,
