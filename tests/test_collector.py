@@ -25,6 +25,7 @@ from exporter.store import (
     CheckState,
     ContactVerdict,
     DnsResult,
+    DnssecResult,
     DomainStatus,
     EmailResult,
     NsDomainResult,
@@ -284,6 +285,32 @@ STATUSES = [
             )
         ),
         checks={"rdap": ok(NOW - 60), "nsdomain": ok(NOW - 60), "email": ok(NOW - 60)},
+    ),
+    # Issue 11, DNS side: signed with a good DS, signatures expiring in 2 days, glue for one
+    # in-domain nameserver differing from its own A record, SOA serials 3 apart, and a registry
+    # that says "not signed" (confirmed by a later RDAP read); and an unsigned domain (signed 0,
+    # no mismatch or expiry series, no glue verdicts for out-of-domain servers).
+    DomainStatus(
+        name="signed.example",
+        dnssec=DnssecResult(
+            parent_zone="example",
+            signed=True,
+            ds_mismatch=False,
+            signature_expiry=NOW + 2 * DAY,
+            serial_drift=3,
+            glue_mismatch={"ns1.signed.example": False, "ns2.signed.example": True},
+            registry_disagrees=True,
+            registry_disagree_since=NOW - 600,
+            measured_at=NOW - 60,
+        ),
+        checks={"dnssec": ok(NOW - 60)},
+    ),
+    DomainStatus(
+        name="unsigned.example",
+        dnssec=DnssecResult(
+            parent_zone="example", signed=False, serial_drift=0, registry_disagrees=False
+        ),
+        checks={"dnssec": ok(NOW - 60)},
     ),
 ]
 
