@@ -109,7 +109,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "last_attempt",
         "domain_check_last_attempt_timestamp_seconds",
-        "Unix time of the last attempt of the check.",
+        "Unix time of the last attempt of the check, while it failed (after a success it is "
+        "domain_check_last_success_timestamp_seconds and left out).",
     ),
     (
         "error",
@@ -744,7 +745,8 @@ def _check_samples(s: DomainStatus, kinds: Iterable[str] = CHECKS) -> list[Sampl
             continue
         check = (kind,)
         add(("success", _CHECK, check, 1.0 if c.success else 0.0))
-        if c.last_attempt is not None:
+        # A successful attempt is also the last success: its time is exported once, there.
+        if c.last_attempt is not None and not c.success:
             add(("last_attempt", _CHECK, check, c.last_attempt))
         if c.last_success is not None:
             add(("last_success", _CHECK, check, c.last_success))

@@ -214,8 +214,8 @@ def test_bookkeeping_updates_render_nothing_and_a_check_run_only_its_samples(
     store.update(names[10], _renew_dns(NOW + 60))
     after = fast.exposition_chunks(gzipped=True)
     assert calls == [frozenset({"dns"})]
-    # Only the DNS timestamps' cells of that block are new (success stayed 1).
-    assert sum(1 for a, b in zip(before, after, strict=True) if a is not b) == 2
+    # Only the cell of that block's DNS last-success times is new (success stayed 1).
+    assert sum(1 for a, b in zip(before, after, strict=True) if a is not b) == 1
     assert fast.exposition() == _reference(store)
 
 
@@ -340,3 +340,23 @@ def test_a_streamed_body_shorter_than_declared_closes_the_connection() -> None:
             _get(port, "/", {})
     finally:
         server.shutdown()
+
+
+def test_last_attempt_is_exported_only_while_the_check_fails() -> None:
+    store = populated_store(2)
+    first, second = (s.name for s in store.snapshot())
+    store.update(
+        second,
+        lambda s: replace(
+            s,
+            checks={
+                **s.checks,
+                "dns": replace(s.check("dns"), success=False, last_attempt=NOW, error="timeout"),
+            },
+        ),
+    )
+    text = DomainCollector(store, clock=lambda: NOW).exposition().decode()
+    attempts = [x for x in text.splitlines() if x.startswith("domain_check_last_attempt_")]
+    assert len(attempts) == 1, attempts
+    assert 'check="dns"' in attempts[0] and second in attempts[0]
+    assert f'domain_check_last_success_timestamp_seconds{{check="dns",domain="{first}"' in text

@@ -330,7 +330,11 @@ def ns_info(s: Scrape, domain: str) -> dict[str, set[str]]:
 
 
 def dns_attempt(s: Scrape, domain: str) -> float | None:
-    return s.value("domain_check_last_attempt_timestamp_seconds", domain=domain, check="dns")
+    # Exported while the check fails; after a success the attempt is the last success.
+    attempt = s.value("domain_check_last_attempt_timestamp_seconds", domain=domain, check="dns")
+    if attempt is None:
+        attempt = s.value("domain_check_last_success_timestamp_seconds", domain=domain, check="dns")
+    return attempt
 
 
 def log_lines(e: ExporterProcess, pattern: str) -> list[str]:

@@ -111,11 +111,15 @@ def check_json_domain(out: Mapping[str, Any], domain: str) -> dict[str, Any]:
 
 
 def check_state(scrape: Scrape, domain: str, check: str) -> tuple[float | None, float | None]:
-    """(domain_check_success, domain_check_last_attempt_timestamp_seconds) of one check."""
-    return (
-        scrape.value("domain_check_success", domain=domain, check=check),
-        scrape.value("domain_check_last_attempt_timestamp_seconds", domain=domain, check=check),
-    )
+    """(domain_check_success, time of its last attempt) of one check. The attempt time is
+    domain_check_last_attempt_timestamp_seconds while the check fails, else the last success."""
+    name = "domain_check_last_attempt_timestamp_seconds"
+    attempt = scrape.value(name, domain=domain, check=check)
+    if attempt is None:
+        attempt = scrape.value(
+            "domain_check_last_success_timestamp_seconds", domain=domain, check=check
+        )
+    return scrape.value("domain_check_success", domain=domain, check=check), attempt
 
 
 def wait_after_rdap(
