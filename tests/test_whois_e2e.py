@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,3 +300,20 @@ def test_an_expiry_nobody_watches_reaches_a_person() -> None:
         ).stdout.split()  # fmt: skip
         assert routed == ["ticket"], routed
         assert integrations["ticket"], "the ticket receiver must deliver somewhere"
+
+
+def test_a_restart_restores_whois_reads_without_asking_again(
+    whois: WhoisServer, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path / "config.yaml", whois, ["yahoo.co.jp"])
+    state = tmp_path / "state.db"
+    want = ts(SERVED["yahoo.co.jp"][1])  # type: ignore[arg-type]
+    with ExporterProcess(cfg, tmp_path, state_file=state) as proc:
+        proc.wait_for(lambda s: s.value("domain_expiry_timestamp_seconds", domain="yahoo.co.jp"))
+    asked = len(whois.queries_for("yahoo.co.jp"))
+    with ExporterProcess(cfg, tmp_path, state_file=state) as proc:
+        scrape = proc.scrape()
+        time.sleep(1.0)  # long enough for an immediate re-read to have happened
+    assert scrape.value("domain_expiry_timestamp_seconds", domain="yahoo.co.jp") == want
+    assert scrape.value("domain_registration_source", domain="yahoo.co.jp", source="whois") == 1
+    assert len(whois.queries_for("yahoo.co.jp")) == asked  # restored, not re-read

@@ -58,20 +58,9 @@ class WhoisCheck(Check):
         self.client.reconfigure(config.whois)
 
     async def start(self) -> None:
-        # The state file's age limit keys on check names, and the registration record of a
-        # WHOIS-read domain lives under `rdap`: a restore may drop it while the WHOIS check's
-        # next run is still hours away. Read such domains again at once.
+        # After the state file was restored: its manual expiry may predate the config.
         for status in self.ctx.store.snapshot():
-            self._sync_manual_expiry(status.name, status)  # the state file may hold an old one
-            state = status.checks.get(self.name)
-            if status.rdap is None and state is not None and state.next_due is not None:
-                self.ctx.store.update(
-                    status.name,
-                    lambda s: replace(
-                        s,
-                        checks={**s.checks, self.name: replace(s.check(self.name), next_due=None)},
-                    ),
-                )
+            self._sync_manual_expiry(status.name, status)
 
     async def run(self, domain: str) -> Result:
         plan = plan_source(domain, self.rdap, self.client, self.ctx.domain(domain))
