@@ -341,7 +341,10 @@ def test_thresholds_are_marked() -> None:
     [
         (["severity=critical", "alertname=DomainOnHold", "domain=a.example"], "pager"),
         (["severity=warning", "alertname=DomainExpiringSoon", "domain=a.example"], "ticket"),
-        (["severity=info", "alertname=DomainRdapUnsupported", "domain=a.zz"], "null"),
+        # Nothing ships at info level any more; the route stays for users' own info rules.
+        (["severity=info", "alertname=SomeInfoAlert", "domain=a.zz"], "null"),
+        # An unsupported TLD must reach a person (issue 10).
+        (["severity=warning", "alertname=DomainRdapUnsupported", "domain=a.zz"], "ticket"),
         (["severity=warning", "alertname=DomainwatchDown", "instance=x:9877"], "ticket"),
         (["severity=critical", "alertname=DomainwatchDownPersistent", "instance=x:9877"], "pager"),
         (["severity=warning", "alertname=DomainwatchDnsNotAuthoritative", "instance=x"], "ticket"),
@@ -429,7 +432,7 @@ def test_alertmanager_inhibits_by_domain(alertmanager: str) -> None:
         "exporter": alert("DomainwatchDown", "warning", instance="dw:9877"),
         # warning mutes info on the same domain.
         "warning-c": alert("DomainContactEmailSelfHosted", "warning", domain="c.example"),
-        "info-c": alert("DomainRdapUnsupported", "info", domain="c.example"),
+        "info-c": alert("SomeInfoAlert", "info", domain="c.example"),
         # a hold explains a missing delegation: one page, for the cause.
         "hold-d": alert("DomainOnHold", "critical", domain="d.example"),
         "undelegated-d": alert("DomainNotDelegated", "critical", domain="d.example"),
