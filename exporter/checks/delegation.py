@@ -96,7 +96,7 @@ class DelegationCheck(Check):
     ) -> None:
         if after.dns is None:
             return
-        if kind in ("rdap", "config"):
+        if kind in ("rdap", "whois", "config"):
             # New registry data or a new expected set: the verdict follows at once.
             expected = self._expected(domain)
             now = self.ctx.now()
