@@ -967,21 +967,18 @@ class _Probe:
     ) -> dict[dns.name.Name, tuple[_Server, ...]]:
         """Addresses from the additional section, only for names inside `zone` (bailiwick);
         with `share`, into the shared cache too."""
-        found: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], list[_Server]] = {}
-        ttls: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], int] = {}
-        for rrset in response.additional:
-            if rrset.rdtype in _ADDRESS_TYPES and rrset.name.is_subdomain(zone):
-                key = (rrset.name, rrset.rdtype)
-                found.setdefault(key, []).extend((rr.address, 53) for rr in rrset)
-                ttls[key] = min(ttls.get(key, rrset.ttl), rrset.ttl)
         glue: dict[dns.name.Name, tuple[_Server, ...]] = {}
-        for (name, rdtype), addrs in sorted(found.items(), key=lambda kv: kv[0][1]):  # A first
-            unique = tuple(dict.fromkeys(addrs))
-            self.addresses.setdefault(_akey(name, rdtype), _Found(unique, True))
-            glue[name] = glue.get(name, ()) + unique
-            if share and self.shared is not None:
-                ttl = ttls[(name, rdtype)]
-                self.shared.put_addresses(name, rdtype, unique, ttl, rank=RANK_GLUE)
+        for rdtype in _ADDRESS_TYPES:  # A first: the address a walk asks first
+            for rrset in response.additional:
+                # (dnspython merges the records of one name and type into one RRset.)
+                if rrset.rdtype != rdtype or not rrset.name.is_subdomain(zone):
+                    continue
+                name = rrset.name
+                unique = tuple(dict.fromkeys((rr.address, 53) for rr in rrset))
+                self.addresses.setdefault(_akey(name, rdtype), _Found(unique, True))
+                glue[name] = glue.get(name, ()) + unique
+                if share and self.shared is not None:
+                    self.shared.put_addresses(name, rdtype, unique, rrset.ttl, rank=RANK_GLUE)
         return glue
 
     def _known_addresses(self, name: dns.name.Name) -> tuple[_Server, ...] | None:
