@@ -569,6 +569,8 @@ class _Probe:
                     if self.shared is not None:
                         self.shared.timed_out(address)
                 continue
+            if self.shared is not None:
+                self.shared.answered(address)  # ends a back-off the delegation check started
             result = accept(reply)
             if isinstance(result, str):
                 reasons.append(result)
