@@ -16,6 +16,8 @@ from exporter.registration import DYING_STATUSES, HOLD_STATUSES
 from exporter.store import DomainStatus
 
 EXPIRY_WARNING_DAYS = 30.0
+SIGNATURE_WARNING_DAYS = 3.0  # as DomainDnssecSignaturesExpiringSoon
+CHANGE_WINDOW = 86400.0  # a registrar or NS change is news for a day, as the alerts
 SOURCES = ("expected", "registry", "parent", "child")
 
 
@@ -88,6 +90,23 @@ def problems(s: DomainStatus, now: float) -> list[str]:
         for ns, reason in sorted(s.dns.lame.items()):
             if reason is not None:
                 out.append(f"lame nameserver {ns} ({reason})")
+    out += _dnssec_problems(s, now)
+    for nv in s.nsdomain.verdicts if s.nsdomain else ():
+        if nv.healthy is False:
+            out.append(
+                f"nameserver domain {nv.nameserver_domain} is not healthy ({nv.reason}): "
+                "whoever registers it answers for this domain"
+            )
+    changes = s.changes
+    if changes.nameservers_changed_at is not None and (
+        now - changes.nameservers_changed_at < CHANGE_WINDOW and not s.expected_nameservers
+    ):
+        old = ", ".join(changes.previous_nameservers or ()) or "-"
+        out.append(f"nameservers changed {_ago(now, changes.nameservers_changed_at)} (were {old})")
+    if changes.registrar_changed_at is not None and (
+        now - changes.registrar_changed_at < CHANGE_WINDOW
+    ):
+        out.append(f"registrar changed {_ago(now, changes.registrar_changed_at)}")
     if s.email is not None:
         for v in s.email.verdicts:
             if v.deliverable is False:
@@ -96,7 +115,36 @@ def problems(s: DomainStatus, now: float) -> list[str]:
                 )
             if v.self_hosted:
                 out.append(f"{v.role} e-mail is hosted on the domain itself (@{v.mail_domain})")
+            if v.personal:
+                out.append(
+                    f"{v.role} e-mail is a personal mailbox (@{v.mail_domain}): use a role "
+                    "address on a domain you control"
+                )
     return out
+
+
+def _dnssec_problems(s: DomainStatus, now: float) -> list[str]:
+    d = s.dnssec
+    if d is None:
+        return []
+    out = []
+    if d.ds_mismatch:
+        out.append("DNSSEC: no DS at the parent matches a key that signs the DNSKEY set")
+    if d.signed and d.signature_expiry is not None:
+        days = (d.signature_expiry - now) / 86400
+        if days < SIGNATURE_WARNING_DAYS:
+            out.append(f"DNSSEC signatures expire in {days:.1f} days")
+    for ns, bad in sorted(d.glue_mismatch.items()):
+        if bad:
+            out.append(f"glue of {ns} at the parent differs from its address in the zone")
+    if d.serial_drift:
+        out.append(f"SOA serials differ across the nameservers by {d.serial_drift}")
+    return out
+
+
+def _ago(now: float, then: float) -> str:
+    hours = max(0.0, now - then) / 3600
+    return f"{hours:.1f} h ago"
 
 
 def failed_checks(s: DomainStatus) -> list[str]:
@@ -186,6 +234,27 @@ def as_json(s: DomainStatus, now: float | None = None) -> dict[str, Any]:
         "nameservers": _ns_sets(s),
         "lame": {ns: r for ns, r in sorted(s.dns.lame.items()) if r} if s.dns else {},
     }
+    dnssec_state = s.check("dnssec")
+    d = s.dnssec
+    out["dnssec"] = {
+        "success": dnssec_state.success,
+        "error": dnssec_state.error,
+        "signed": d.signed if d else None,
+        "ds_mismatch": d.ds_mismatch if d else None,
+        "signature_expiry": d.signature_expiry if d else None,
+        "serial_drift": d.serial_drift if d else None,
+        "glue_mismatch": dict(sorted(d.glue_mismatch.items())) if d else {},
+    }
+    out["nameserver_domains"] = [
+        {"nameserver_domain": nv.nameserver_domain, "healthy": nv.healthy, "reason": nv.reason}
+        for nv in (s.nsdomain.verdicts if s.nsdomain else ())
+    ]
+    out["changes"] = {
+        "nameservers_changed_at": s.changes.nameservers_changed_at,
+        "previous_nameservers": list(s.changes.previous_nameservers or ()),
+        "registrar_changed_at": s.changes.registrar_changed_at,
+        "transfer_lock": reg.transfer_locked if reg and reg.statuses else None,
+    }
     email_state = s.check("email")
     out["email"] = {
         "success": email_state.success,
@@ -198,6 +267,7 @@ def as_json(s: DomainStatus, now: float | None = None) -> dict[str, Any]:
                 "deliverable": v.deliverable,
                 "reason": v.reason,
                 "self_hosted": v.self_hosted,
+                "personal": v.personal,
             }
             for v in (s.email.verdicts if s.email else ())
         ],
@@ -255,6 +325,11 @@ def as_table(statuses: list[DomainStatus], now: float | None = None) -> str:
             flags.append(f"mismatch={int(s.dns.mismatch)}")
         if s.rdap and s.rdap.registration and s.rdap.registration.statuses:
             flags.append(f"hold={int(s.rdap.registration.on_hold)}")
+            flags.append(f"transfer_lock={int(s.rdap.registration.transfer_locked)}")
+        if s.dnssec and s.dnssec.signed is not None:
+            flags.append(f"dnssec_signed={int(s.dnssec.signed)}")
+            if s.dnssec.ds_mismatch is not None:
+                flags.append(f"ds_mismatch={int(s.dnssec.ds_mismatch)}")
         for v in j["email"]["contacts"]:
             d = "unknown" if v["deliverable"] is None else int(v["deliverable"])
             flags.append(f"{v['role']}_email={d}")

@@ -116,6 +116,8 @@ class MiniZone:
         r.flags |= dns.flags.AA
         for depth in range(len(self.origin) + 1, len(qname) + 1):
             cut = qname.split(depth)[1]
+            if cut == qname and qtype == dns.rdatatype.DS:
+                break  # DS lives on the parent side of a cut: answered with AA (RFC 4035 3.1.4.1)
             ns = self.zone.get_rdataset(cut, dns.rdatatype.NS)
             if ns is not None:
                 r.flags &= ~dns.flags.AA
