@@ -194,7 +194,12 @@ class StatusStore:
         with self._lock:
             fresh: dict[str, DomainStatus] = {}
             for name, labels, expected in domains:
-                old = self._domains.get(name) or DomainStatus(name=name)
+                old = self._domains.get(name)
+                if old is None:
+                    old = DomainStatus(name=name)
+                elif old.labels == labels and old.expected_nameservers == expected:
+                    fresh[name] = old  # unchanged: the same record (caches keyed on it hold)
+                    continue
                 fresh[name] = replace(old, labels=dict(labels), expected_nameservers=expected)
             # Labels and expected nameservers are not saved: only removals touch the database.
             self._dirty.update(self._domains.keys() - fresh.keys())

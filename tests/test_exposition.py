@@ -360,3 +360,65 @@ def test_last_attempt_is_exported_only_while_the_check_fails() -> None:
     assert len(attempts) == 1, attempts
     assert 'check="dns"' in attempts[0] and second in attempts[0]
     assert f'domain_check_last_success_timestamp_seconds{{check="dns",domain="{first}"' in text
+
+
+def test_a_reload_touches_only_new_changed_and_removed_domains(tmp_path) -> None:
+    """At 100k domains a reload re-judged and rewrote every record on the event loop (a
+    minute). Now a domain whose own config is unchanged keeps its record object (so neither
+    the /metrics cache nor the state file sees a change), and only new domains get a first
+    schedule."""
+    import asyncio
+
+    from exporter import cli
+    from exporter.config import Config, DnsSettings, DomainConfig, RdapSettings
+
+    def config(names: list[str], team: str = "a") -> Config:
+        return Config(
+            rdap=RdapSettings(bootstrap=str(tmp_path / "none.json")),
+            dns=DnsSettings(root_servers=("127.94.0.9:9",)),
+            domains=tuple(
+                DomainConfig(n, nameservers=("ns1.x.example",), labels={"team": team})
+                for n in names
+            ),
+        )
+
+    async def scenario() -> None:
+        names = [f"d{i}.example" for i in range(300)]
+        filled = populated_store(300)
+        _m, store, client, scheduler = cli._wire(config(names), CollectorRegistry())
+        try:
+            for status, name in zip(filled.snapshot(), names, strict=True):
+                store.update(
+                    name,
+                    lambda s, r=status: replace(
+                        r, name=s.name, labels=s.labels, expected_nameservers=s.expected_nameservers
+                    ),
+                )
+            scheduler._schedule_missing()
+            before = {s.name: s for s in store.snapshot()}
+            pushed: list[tuple[str, str]] = []
+            real_push = scheduler._push
+            scheduler._push = lambda due, d, k: (pushed.append((d, k)), real_push(due, d, k))
+            # Unchanged except: d0 removed, d1 relabelled, new0 added.
+            new = config([*names[1:], "new0.example"])
+            new = replace(
+                new,
+                domains=tuple(
+                    replace(d, labels={"team": "b"}) if d.name == "d1.example" else d
+                    for d in new.domains
+                ),
+            )
+            await scheduler.apply_config(new)
+            after = {s.name: s for s in store.snapshot()}
+            assert "d0.example" not in after and "new0.example" in after
+            assert after["d1.example"] is not before["d1.example"]
+            kept = [n for n in names[2:] if after[n] is before[n]]
+            assert len(kept) == len(names) - 2  # the very same records
+            # New domains get a first schedule; only the changed one may ask for a re-read.
+            assert "new0.example" in {d for d, _k in pushed}
+            assert {d for d, _k in pushed} <= {"new0.example", "d1.example"}
+            assert not [k for k in scheduler._scheduled if k[0] == "d0.example"]
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
