@@ -587,6 +587,17 @@ def test_hostile_state_file_is_ignored_with_one_line(
     assert _fresh_like(NOT_REGISTERED).load(path) == 1
 
 
+def test_codec_leaves_out_default_none_and_empty_fields() -> None:
+    # They read back as their defaults; a quarter of a populated record is such fields.
+    assert statefile.dump(Registration(name="x")) == {"name": "x"}
+    # ...but only the default: an empty tuple where the default is None says something else
+    # ("the response lists no nameservers" is not "it does not say").
+    bare = Registration(name="x", nameservers=(), statuses=("active",), expiry=None)
+    assert statefile.dump(bare) == {"name": "x", "nameservers": [], "statuses": ["active"]}
+    assert statefile.load_dataclass(Registration, statefile.dump(bare)) == bare
+    assert statefile.dump(CheckState()) == {"failures": 0}
+
+
 def test_codec_never_writes_repr_false_fields() -> None:
     contact = ContactEmail(role="registrant", kind="real", email=SECRET)
     assert statefile.dump(contact) == {"role": "registrant", "kind": "real"}
