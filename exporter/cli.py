@@ -317,13 +317,19 @@ async def _serve(
     if args.state_file:
         # Results older than twice their check's interval are not exported as current. On a
         # worker thread: 100k domains take seconds to decode, and the loop serves meanwhile.
+        loading = time.monotonic()
         restored = await asyncio.to_thread(
             store.load,
             args.state_file,
             # Every check's own interval (rdap, whois, dns, dnssec, email, nsdomain, ...).
             max_age={name: 2 * check.interval() for name, check in scheduler.checks.items()},
         )
-        log.info("state restored: path=%s domains=%d", args.state_file, restored)
+        log.info(
+            "state restored: path=%s domains=%d seconds=%.1f",
+            args.state_file,
+            restored,
+            time.monotonic() - loading,
+        )
     # Render /metrics once now, on a worker thread, so that the first scrape finds it cached:
     # at 100k domains that first rendering takes many seconds of CPU.
     threading.Thread(target=domains.prerender, name="prerender", daemon=True).start()
