@@ -52,6 +52,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TLS_READ_BUFFER = 16 * 1024
 _WRITE_HIGH_WATER = 1 << 20  # wait for the client once this much is buffered
+_STREAM_BATCH = 256 * 1024  # bytes of a streamed body pulled per trip to a worker thread
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
@@ -367,14 +368,17 @@ class HttpServer:
             return True
         loop = asyncio.get_running_loop()
         sent = 0
+        # One chunk ahead: the next is made (decompressed) on a worker while this one is sent.
+        pending = loop.run_in_executor(self._pool, body.next_chunk)
         try:
             while True:
-                chunk = await loop.run_in_executor(self._pool, body.next_chunk)
+                chunk = await pending
                 if chunk is None:
                     break
                 sent += len(chunk)
                 if sent > body.length:
                     break
+                pending = loop.run_in_executor(self._pool, body.next_chunk)
                 writer.write(chunk)
                 if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
                     async with asyncio.timeout(self.limits.write_timeout):
@@ -389,6 +393,10 @@ class HttpServer:
                       request.target, type(exc).__name__, exc)  # fmt: skip
             writer.transport.abort()
             return False
+        finally:
+            if not pending.done():  # the iterator must be idle before the caller closes it
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(pending), self.limits.write_timeout)
         if sent != body.length:
             log.error("http: %s %s: the app declared %d bytes and produced %d", request.method,
                       request.target, body.length, sent)  # fmt: skip
@@ -518,7 +526,16 @@ class _Streamed:
         self.length = length
 
     def next_chunk(self) -> bytes | None:
-        return next(self._chunks, None)
+        """The next ~256 KiB (or the rest): a hop to a worker thread per chunk would cost
+        more than most chunks (cached gzip members of a few KB each)."""
+        batch: list[bytes] = []
+        size = 0
+        for chunk in self._chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= _STREAM_BATCH:
+                break
+        return b"".join(batch) if batch else None
 
     def close(self) -> None:
         close = getattr(self._body, "close", None)
