@@ -702,7 +702,11 @@ def test_an_update_during_a_save_is_saved_next_time(
     saver.start()
     assert entered.wait(5)  # the save took its snapshot and is encoding outside the lock
     changed = replace(NOT_REGISTERED, checks={"rdap": CheckState(failures=2)})
-    store.update("gone.example", _replace_with(changed))  # does not wait for the save
+    updater = threading.Thread(target=store.update, args=("gone.example", _replace_with(changed)))
+    updater.start()
+    updater.join(2)
+    assert not updater.is_alive(), "an update waited for a save's encoding"
+    assert store.get("gone.example") == changed  # a scrape sees it at once
     release.set()
     saver.join(5)
     monkeypatch.setattr(statefile, "encode_json", real)
@@ -741,6 +745,17 @@ def test_a_json_state_file_is_converted_once(
     caplog.clear()
     assert _fresh_like(FULL, NOT_REGISTERED).load(path) == 2
     assert not [r for r in caplog.records if "converted" in r.getMessage()]
+
+
+def test_a_json_state_file_written_by_the_previous_version_is_converted(tmp_path: Path) -> None:
+    # Written by the JSON-file code itself (git e748d1c^) from FULL and NOT_REGISTERED.
+    path = tmp_path / "state.json"
+    shutil.copy(REPO / "tests/testdata/state/state-v2.json", path)
+    store = _fresh_like(FULL, NOT_REGISTERED)
+    assert store.load(path) == 2
+    assert statedb.sniff(path) == "sqlite"
+    assert store.get("example.com") == replace(FULL, rdap=_rdap_without_address(FULL))
+    assert store.get("gone.example") == NOT_REGISTERED
 
 
 def test_a_json_state_file_keeps_unconfigured_domains_until_the_first_save(
