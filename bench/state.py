@@ -142,8 +142,8 @@ async def _with_probe(store: StatusStore, work: Callable[[], object]) -> Run:
     return Run(seconds, cpu, lags[-1], lags[int(len(lags) * 0.99)], max(pauses, default=0.0))
 
 
-def _python_for_2s() -> None:
-    deadline = time.perf_counter() + 2
+def _python_for(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         statefile.encode({"a": [1.5, "x", None] * 20})
 
@@ -276,6 +276,7 @@ def main() -> None:
     parser.add_argument("--ready", action="store_true", help="also time exporter start to ready")
     parser.add_argument("--skip-json", action="store_true", help="only the database")
     parser.add_argument("--code", help="measure the exporter package of this checkout")
+    parser.add_argument("--floor", type=float, default=2.0, help="seconds of each floor run")
     args = parser.parse_args()
     n = args.domains
     start = time.perf_counter()
@@ -283,8 +284,9 @@ def main() -> None:
     print(f"{n} populated domains built in {time.perf_counter() - start:.1f} s", flush=True)
     # The floors, in the same run: what the loop sees while a worker thread only sleeps (the
     # machine's own noise), and while it runs pure Python (the GIL's switch interval).
-    timed("floor: worker sleeps 2 s", store, lambda: time.sleep(2), args.rounds)
-    timed("floor: worker runs Python 2 s", store, _python_for_2s, args.rounds)
+    floor = args.floor
+    timed(f"floor: worker sleeps {floor:g} s", store, lambda: time.sleep(floor), args.rounds)
+    timed(f"floor: worker runs Python {floor:g} s", store, lambda: _python_for(floor), args.rounds)
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
         folder = Path(tmp)
         if not args.skip_json:

@@ -8,6 +8,8 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -901,6 +903,18 @@ def test_a_wal_without_its_database_is_not_replayed_into_a_new_one(tmp_path: Pat
     store = _store(NOT_REGISTERED)
     assert store.save(path) == 1
     assert set(_rows(path)) == {"gone.example"}
+
+
+def test_benchmark_smoke() -> None:
+    """bench/state.py still runs: a tiny run, the exporter start included (127.92.0.1:9)."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "state.py"), "--domains", "200", "--rounds", "1",
+         "--floor", "0.1", "--ready"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    for label in ("JSON file: load", "database: save, 1 % changed", "database: load", "ready"):
+        assert label in out.stdout, out.stdout
 
 
 # --- restored-state age limit (issue 7 item 6) --------------------------------------------
