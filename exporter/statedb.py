@@ -109,9 +109,7 @@ def remove_leftovers(path: Path) -> list[str]:
         candidate = Path(f"{base}{suffix}")
         try:
             candidate.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError:
+        except OSError:  # absent (the usual case), or not ours to remove
             continue
         removed.append(candidate.name)
     return removed
@@ -127,8 +125,8 @@ def quarantine(path: Path) -> Path | None:
         n += 1
         dest = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
     try:
-        # The WAL first: a WAL left behind without its database would be replayed into the
-        # fresh database created at PATH (a WAL does not say which database it belongs to).
+        # The WAL first: a kill between the two renames must not leave the old WAL beside
+        # the fresh database created at PATH (a WAL does not name its database).
         for suffix in ("-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f"{path}{suffix}", f"{dest}{suffix}")
@@ -200,11 +198,9 @@ def migrate(path: Path, records: Iterable[tuple[str, bytes]], record_version: in
         try:
             _create_schema(conn, record_version)
             conn.execute("BEGIN IMMEDIATE")
-            count = 0
-            now = time.time()
-            for name, data in records:
-                conn.execute(_UPSERT, (name, data, now))
-                count += 1
+            now, before = time.time(), conn.total_changes
+            conn.executemany(_UPSERT, ((name, data, now) for name, data in records))
+            count = conn.total_changes - before
             conn.execute("COMMIT")
         finally:
             conn.close()
