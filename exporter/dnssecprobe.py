@@ -33,13 +33,12 @@ referral and DS are always asked (they are the measurement).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, TypeVar
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -48,8 +47,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from exporter import dnssec
+from exporter import dnsquery, dnssec
 from exporter.config import DnsSettings, split_host_port
+from exporter.dnsquery import NO_ROUTE_ERRNOS, QueryOutcome, rcode_reason, worst
 from exporter.nameservers import IANA_ROOT_SERVERS
 from exporter.zonecache import CachedServer, ZoneCache
 
@@ -63,8 +63,6 @@ MAX_NS = 16  # nameserver names of the delegation probed; the delegation check u
 _MAX_STEPS = 10  # referral steps in one walk
 _MAX_DEPTH = 4  # nested lookups of NS names without glue
 _MAX_IN_FLIGHT = 16
-_EDNS_PAYLOAD = 1232
-_NO_ROUTE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 # The apex RRsets whose signatures `domain_dnssec_signature_expiry_timestamp_seconds` covers.
 APEX_TYPES = (dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.DNSKEY)
@@ -305,7 +303,7 @@ class _Probe:
         def accept(response: dns.message.Message) -> list[dnssec.DS] | str:
             rcode = response.rcode()
             if rcode != dns.rcode.NOERROR:
-                return "not_authoritative" if rcode == dns.rcode.NXDOMAIN else _reason(rcode)
+                return "not_authoritative" if rcode == dns.rcode.NXDOMAIN else rcode_reason(rcode)
             if not response.flags & dns.flags.AA:
                 return "not_authoritative"
             for rrset in response.answer:
@@ -576,7 +574,7 @@ class _Probe:
                 reasons.append(result)
                 continue
             return result
-        return _worst(reasons)
+        return worst(reasons)
 
     def _zone_kind(self, zone: dns.name.Name) -> ServerKind:
         if zone == dns.name.root:
@@ -644,8 +642,8 @@ class _Probe:
                 continue
             if reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                 return reply
-            reasons.append(_reason(reply.rcode()))
-        return _worst(reasons)
+            reasons.append(rcode_reason(reply.rcode()))
+        return worst(reasons)
 
     # -- one DNS message -----------------------------------------------------------------------
 
@@ -664,40 +662,23 @@ class _Probe:
         UDP timeout, one retry without EDNS after FORMERR. A failure is returned as its reason:
         timeout, no_route (this host cannot reach that address family) or error."""
         host, port = server
-        edns = True
-        while True:
-            q = dns.message.make_query(
-                qname,
-                rdtype,
-                use_edns=0 if edns else False,
-                payload=_EDNS_PAYLOAD,
-                want_dnssec=dnssec and edns,
+
+        async def transport(q: dns.message.Message, tcp: bool) -> dns.message.Message:
+            return await self._message(q, host, port, tcp=tcp, kind=kind)
+
+        try:
+            return await dnsquery.ask(
+                transport, qname, rdtype, rd=rd, tcp_retry=tcp_retry, dnssec=dnssec
             )
-            if not rd:
-                q.flags &= ~dns.flags.RD
-            try:
-                try:
-                    response = await self._message(q, host, port, tcp=False, kind=kind)
-                except dns.exception.Timeout:
-                    if not tcp_retry:
-                        raise
-                    response = await self._message(q, host, port, tcp=True, kind=kind)
-                else:
-                    if response.flags & dns.flags.TC:
-                        response = await self._message(q, host, port, tcp=True, kind=kind)
-            except dns.exception.Timeout:
-                return "timeout"
-            except OSError as exc:
-                if exc.errno in _NO_ROUTE_ERRNOS:
-                    return "no_route"
-                return "timeout" if tcp_retry else "error"
-            except (dns.exception.DNSException, EOFError, ValueError) as exc:
-                log.debug("dnssec check for %s: %s at %s: %s", self.domain, qname, host, exc)
-                return "error"
-            if response.rcode() == dns.rcode.FORMERR and edns:
-                edns = False  # an old server that chokes on EDNS: ask once more without
-                continue
-            return response
+        except dns.exception.Timeout:
+            return "timeout"
+        except OSError as exc:
+            if exc.errno in NO_ROUTE_ERRNOS:
+                return "no_route"
+            return "timeout" if tcp_retry else "error"
+        except (dns.exception.DNSException, EOFError, ValueError) as exc:
+            log.debug("dnssec check for %s: %s at %s: %s", self.domain, qname, host, exc)
+            return "error"
 
     async def _message(
         self, q: dns.message.Message, host: str, port: int, *, tcp: bool, kind: ServerKind
@@ -708,29 +689,13 @@ class _Probe:
             if self.stopped:
                 raise _Stopped
             self.sent += 1
-            outcome = "error"
-            try:
-                if tcp:
-                    response = await dns.asyncquery.tcp(q, host, timeout=self.timeout, port=port)
-                else:
-                    # Replies with another ID or question, or from another address, are
-                    # ignored (spoofing, confused servers); only the timeout ends the wait.
-                    response = await dns.asyncquery.udp(
-                        q,
-                        host,
-                        timeout=self.timeout,
-                        port=port,
-                        ignore_unexpected=True,
-                        ignore_errors=True,
-                    )
-                outcome = _outcome(response.rcode())
-                return response
-            except (dns.exception.Timeout, asyncio.CancelledError):
-                outcome = "timeout"
-                raise
-            finally:
-                if self.on_query_kind is not None:
-                    self.on_query_kind(outcome, kind)
+            return await dnsquery.exchange(
+                q, host, port, tcp=tcp, wait=self.timeout, report=partial(self._count, kind)
+            )
+
+    def _count(self, kind: ServerKind, outcome: QueryOutcome) -> None:
+        if self.on_query_kind is not None:
+            self.on_query_kind(outcome, kind)
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -769,7 +734,7 @@ def _classify(
         # Without AA a NXDOMAIN is hearsay (an intercepting network): never evidence.
         return _Step("nxdomain", response) if authoritative else "not_authoritative"
     if rcode != dns.rcode.NOERROR:
-        return _reason(rcode)
+        return rcode_reason(rcode)
     if authoritative:
         return _Step("answer", response)
     for rrset in response.authority:
@@ -815,42 +780,11 @@ def _authoritative(response: dns.message.Message) -> str | None:
     if rcode == dns.rcode.NXDOMAIN:
         return "nxdomain"
     if rcode != dns.rcode.NOERROR:
-        return _reason(rcode)
+        return rcode_reason(rcode)
     if not response.flags & dns.flags.AA:
         return "not_authoritative"
     return None
 
-
-def _outcome(rcode: dns.rcode.Rcode) -> str:
-    return {
-        dns.rcode.NOERROR: "success",
-        dns.rcode.NXDOMAIN: "nxdomain",
-        dns.rcode.SERVFAIL: "servfail",
-        dns.rcode.REFUSED: "refused",
-    }.get(rcode, "error")
-
-
-def _reason(rcode: dns.rcode.Rcode) -> str:
-    if rcode == dns.rcode.REFUSED:
-        return "refused"
-    if rcode == dns.rcode.SERVFAIL:
-        return "servfail"
-    return "invalid_response"
-
-
-# When every server failed, report the most telling reason: a made-up answer (an intercepting
-# network) first, then an explicit refusal or SERVFAIL, which say more than silence.
-_REASON_RANK = (
-    "not_authoritative",
-    "refused",
-    "servfail",
-    "invalid_response",
-    "referral",
-    "error",
-    "timeout",
-    "no_address",
-    "no_route",
-)
 
 _CHECK_ERRORS: Mapping[str, CheckError] = {
     "timeout": "timeout",
@@ -861,13 +795,6 @@ _CHECK_ERRORS: Mapping[str, CheckError] = {
     "no_address": "no_parent",
     "no_parent": "no_parent",
 }
-
-
-def _worst(reasons: Iterable[str]) -> str:
-    given = set(reasons)
-    if not given:
-        return "no_address"
-    return next((r for r in _REASON_RANK if r in given), "invalid_response")
 
 
 def _check_error(reason: str) -> CheckError:

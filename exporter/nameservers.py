@@ -55,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import errno
 import functools
 import ipaddress
 import logging
@@ -64,7 +63,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -73,7 +71,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from exporter import dnsquery
 from exporter.config import DnsSettings, split_host_port
+from exporter.dnsquery import NO_ROUTE_ERRNOS, QueryOutcome, rcode_reason, worst
 from exporter.names import normalise_host
 from exporter.zonecache import (
     RANK_ANSWER,
@@ -132,7 +132,6 @@ CheckError = Literal[
     "deadline",
     "query_budget",
 ]
-QueryOutcome = Literal["success", "nxdomain", "timeout", "servfail", "refused", "error"]
 # Which servers a message went to, by the zone they were asked as servers of:
 # root      the root zone's servers;
 # tld       a top-level zone's servers (for a domain directly under a TLD this includes the
@@ -145,7 +144,6 @@ QueryOutcome = Literal["success", "nxdomain", "timeout", "servfail", "refused", 
 ServerKind = Literal["root", "tld", "parent", "child", "resolver"]
 SERVER_KINDS: tuple[ServerKind, ...] = ("root", "tld", "parent", "child", "resolver")
 
-_EDNS_PAYLOAD = 1232
 # Concurrent DNS messages in flight for one check (the children are probed in parallel); the
 # scheduler bounds checks across domains.
 _MAX_IN_FLIGHT = 16
@@ -154,9 +152,6 @@ _MAX_STEPS = 10
 # Nesting of "resolve the address of an out-of-bailiwick NS name" inside another walk.
 _MAX_DEPTH = 4
 _MAX_CNAMES = 4
-# send()/connect() errors that mean "this host cannot reach that address family or network":
-# a local fact, never a verdict on the remote server.
-_NO_ROUTE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 _Server = tuple[str, int]  # (address, port)
 # The questions on the way down that this task is asking right now (`ZoneCache.take_off`): a
@@ -854,7 +849,7 @@ class _Probe:
                 _display(zone),
                 step.reason,
             )
-        return _Step("failed", zone, reason=_worst(reasons))
+        return _Step("failed", zone, reason=worst(reasons))
 
     def _order(self, zone: dns.name.Name, servers: list[_NsEntry]) -> list[_NsEntry]:
         """The order to ask a zone's servers in. Names with known addresses first: they cost no
@@ -918,7 +913,7 @@ class _Probe:
             # everything, even for a root server's address): never evidence.
             return _Step("nxdomain", zone, response) if authoritative else _not_authoritative(zone)
         if rcode != dns.rcode.NOERROR:
-            return _Step("failed", zone, reason=_rcode_reason(rcode))
+            return _Step("failed", zone, reason=rcode_reason(rcode))
         if authoritative:
             return _Step("answer", zone, response)
         for rrset in response.authority:
@@ -1104,8 +1099,8 @@ class _Probe:
             rcode = reply.response.rcode()
             if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                 return reply.response
-            reasons.append(_rcode_reason(rcode))
-        return _check_error(_worst(reasons))
+            reasons.append(rcode_reason(rcode))
+        return _check_error(worst(reasons))
 
     # -- one DNS message ---------------------------------------------------------------------
 
@@ -1124,41 +1119,28 @@ class _Probe:
         host, port = server
         if not self._routable(host):
             return _Reply(None, "no_route")
-        use_edns: int | bool = 0
-        while True:
-            q = dns.message.make_query(qname, rdtype, use_edns=use_edns, payload=_EDNS_PAYLOAD)
-            if not rd:
-                q.flags &= ~dns.flags.RD
-            try:
-                try:
-                    response = await self._message(q, host, port, tcp=False, kind=kind)
-                except dns.exception.Timeout:
-                    if not tcp_retry:
-                        raise
-                    # A lost datagram or a UDP-hostile path: one TCP try before calling it dead.
-                    response = await self._message(q, host, port, tcp=True, kind=kind)
-                else:
-                    if response.flags & dns.flags.TC:
-                        response = await self._message(q, host, port, tcp=True, kind=kind)
-            except dns.exception.Timeout as exc:
-                self._log_failure(qname, rdtype, host, "timeout", exc)
-                return _Reply(None, "timeout")
-            except OSError as exc:
-                self._log_failure(qname, rdtype, host, "error", exc)
-                if exc.errno in _NO_ROUTE_ERRNOS:
-                    self.routes[host] = False
-                    if self.shared is not None:
-                        self.shared.put_route(host, False)
-                    return _Reply(None, "no_route")
-                # A refused TCP connection after a UDP timeout: still nothing answered.
-                return _Reply(None, "timeout" if tcp_retry else "error")
-            except (dns.exception.DNSException, EOFError, ValueError) as exc:
-                self._log_failure(qname, rdtype, host, "error", exc)
-                return _Reply(None, "timeout" if tcp_retry else "error")
-            if response.rcode() == dns.rcode.FORMERR and use_edns is not False:
-                use_edns = False  # an old server that chokes on EDNS: ask once more without
-                continue
-            return _Reply(response)
+
+        async def transport(q: dns.message.Message, tcp: bool) -> dns.message.Message:
+            return await self._message(q, host, port, tcp=tcp, kind=kind)
+
+        try:
+            response = await dnsquery.ask(transport, qname, rdtype, rd=rd, tcp_retry=tcp_retry)
+        except dns.exception.Timeout as exc:
+            self._log_failure(qname, rdtype, host, "timeout", exc)
+            return _Reply(None, "timeout")
+        except OSError as exc:
+            self._log_failure(qname, rdtype, host, "error", exc)
+            if exc.errno in NO_ROUTE_ERRNOS:
+                self.routes[host] = False
+                if self.shared is not None:
+                    self.shared.put_route(host, False)
+                return _Reply(None, "no_route")
+            # A refused TCP connection after a UDP timeout: still nothing answered.
+            return _Reply(None, "timeout" if tcp_retry else "error")
+        except (dns.exception.DNSException, EOFError, ValueError) as exc:
+            self._log_failure(qname, rdtype, host, "error", exc)
+            return _Reply(None, "timeout" if tcp_retry else "error")
+        return _Reply(response)
 
     async def _message(
         self, q: dns.message.Message, host: str, port: int, *, tcp: bool, kind: ServerKind
@@ -1173,28 +1155,14 @@ class _Probe:
             if self.stopped:
                 raise _Stopped
             self.sent += 1
-            outcome: QueryOutcome = "error"
-            try:
-                if tcp:
-                    response = await dns.asyncquery.tcp(q, host, timeout=self.timeout, port=port)
-                else:
-                    # Replies with another ID or question, from another address, or that do not
-                    # parse are ignored (spoofing, confused servers); only the timeout ends it.
-                    response = await dns.asyncquery.udp(
-                        q,
-                        host,
-                        timeout=self.timeout,
-                        port=port,
-                        ignore_unexpected=True,
-                        ignore_errors=True,
-                    )
-                outcome = _outcome(response.rcode())
-                return response
-            except (dns.exception.Timeout, asyncio.CancelledError):
-                outcome = "timeout"  # a cancelled message was sent and got no answer in time
-                raise
-            finally:
-                self._count(outcome, kind)
+            return await dnsquery.exchange(
+                q,
+                host,
+                port,
+                tcp=tcp,
+                wait=self.timeout,
+                report=functools.partial(self._count, kind=kind),
+            )
 
     def _routable(self, host: str) -> bool:
         known = self.routes.get(host)
@@ -1248,7 +1216,7 @@ def _has_route(host: str) -> bool:
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.connect((host, 53))
     except OSError as exc:
-        return exc.errno not in _NO_ROUTE_ERRNOS
+        return exc.errno not in NO_ROUTE_ERRNOS
     return True
 
 
@@ -1381,50 +1349,6 @@ def _child_verdict(reply: _Reply, domain: dns.name.Name) -> LameReason | set[str
         # AA but no apex NS: the server is authoritative for some enclosing zone, not this one.
         return "not_authoritative"
     return names
-
-
-def _outcome(rcode: dns.rcode.Rcode) -> QueryOutcome:
-    if rcode == dns.rcode.NOERROR:
-        return "success"
-    if rcode == dns.rcode.NXDOMAIN:
-        return "nxdomain"
-    if rcode == dns.rcode.SERVFAIL:
-        return "servfail"
-    if rcode == dns.rcode.REFUSED:
-        return "refused"
-    return "error"
-
-
-def _rcode_reason(rcode: dns.rcode.Rcode) -> str:
-    if rcode == dns.rcode.REFUSED:
-        return "refused"
-    if rcode == dns.rcode.SERVFAIL:
-        return "servfail"
-    return "invalid_response"
-
-
-# When every server of a zone failed, report the most telling reason: a made-up answer (an
-# intercepting network) first, then an explicit refusal or SERVFAIL, which say more than silence.
-_REASON_RANK = (
-    "not_authoritative",
-    "refused",
-    "servfail",
-    "invalid_response",
-    "referral",
-    "error",
-    "timeout",
-    "no_address",
-    "no_route",
-)
-
-
-def _worst(reasons: list[str]) -> str:
-    if not reasons:
-        return "no_address"
-    for reason in _REASON_RANK:
-        if reason in reasons:
-            return reason
-    return "invalid_response"
 
 
 _CHECK_ERRORS: dict[str | None, CheckError] = {
