@@ -20,6 +20,7 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 
 QueryOutcome = Literal["success", "nxdomain", "timeout", "servfail", "refused", "error"]
 Server = tuple[str, int]  # (address, port)
@@ -147,3 +148,29 @@ def worst(reasons: Iterable[str]) -> str:
     if not given:
         return "no_address"
     return next((r for r in REASON_RANK if r in given), "invalid_response")
+
+
+def ns_targets(section: Iterable[dns.rrset.RRset], owner: dns.name.Name) -> list[dns.name.Name]:
+    """The NS targets for `owner` in one section of a response, sorted and without repeats."""
+    return sorted(
+        {
+            rr.target
+            for rrset in section
+            if rrset.rdtype == dns.rdatatype.NS and rrset.name == owner
+            for rr in rrset
+        }
+    )
+
+
+def soa_zone(response: dns.message.Message, name: dns.name.Name) -> dns.name.Name | None:
+    """The zone a resolver's answer to "SOA of `name`" places `name` in: `name` itself when it
+    has a SOA, else the enclosing zone whose SOA a NODATA/NXDOMAIN carries (what
+    zone_for_name uses); None when the answer names neither."""
+    zone: dns.name.Name | None = None
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA and rrset.name == name:
+            zone = name
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and name.is_subdomain(rrset.name):
+            zone = zone or rrset.name
+    return zone

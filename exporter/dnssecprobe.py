@@ -49,8 +49,8 @@ import dns.rrset
 
 from exporter import dnsquery, dnssec
 from exporter.config import DnsSettings, split_host_port
-from exporter.dnsquery import NO_ROUTE_ERRNOS, QueryOutcome, rcode_reason, worst
-from exporter.nameservers import IANA_ROOT_SERVERS
+from exporter.dnsquery import NO_ROUTE_ERRNOS, QueryOutcome, ns_targets, rcode_reason, worst
+from exporter.nameservers import IANA_ROOT_SERVERS, CheckError, ServerKind
 from exporter.zonecache import CachedServer, ZoneCache
 
 log = logging.getLogger(__name__)
@@ -67,19 +67,8 @@ _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 # The apex RRsets whose signatures `domain_dnssec_signature_expiry_timestamp_seconds` covers.
 APEX_TYPES = (dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.DNSKEY)
 
-CheckError = Literal[
-    "timeout",
-    "servfail",
-    "refused",
-    "no_parent",
-    "unreachable",
-    "invalid_response",
-    "not_authoritative",
-    "no_route",
-    "deadline",
-    "query_budget",
-]
-ServerKind = Literal["root", "tld", "parent", "child", "resolver"]
+# CheckError and ServerKind are the delegation check's (exporter.nameservers): one failure
+# vocabulary and one set of server kinds in the metrics of both checks.
 _Server = tuple[str, int]
 T = TypeVar("T")
 
@@ -332,12 +321,7 @@ class _Probe:
             response = await self._recursive(name, dns.rdatatype.SOA)
             if isinstance(response, str):
                 return _check_error(response)
-            for rrset in response.answer:
-                if rrset.rdtype == dns.rdatatype.SOA and rrset.name == name:
-                    zone = name
-            for rrset in response.authority:
-                if rrset.rdtype == dns.rdatatype.SOA and name.is_subdomain(rrset.name):
-                    zone = zone or rrset.name
+            zone = dnsquery.soa_zone(response, name)
             if zone is None:
                 if name == dns.name.root:
                     return "not_authoritative"  # even the root "does not exist": made up
@@ -345,14 +329,7 @@ class _Probe:
         response = await self._recursive(zone, dns.rdatatype.NS)
         if isinstance(response, str):
             return _check_error(response)
-        names = sorted(
-            {
-                rr.target
-                for rrset in response.answer
-                if rrset.rdtype == dns.rdatatype.NS and rrset.name == zone
-                for rr in rrset
-            }
-        )
+        names = ns_targets(response.answer, zone)
         if not names:
             return "no_parent"
         self.cuts = {zone: [_Ns(n, None) for n in names]}
@@ -713,14 +690,7 @@ def _ns_names(step: _Step, domain: dns.name.Name) -> list[dns.name.Name]:
     """The NS names of `domain` in a referral (authority) or an authoritative answer."""
     if step.kind == "referral":
         return [s.name for s in step.servers if s.name is not None]
-    return sorted(
-        {
-            rr.target
-            for rrset in step.response.answer
-            if rrset.rdtype == dns.rdatatype.NS and rrset.name == domain
-            for rr in rrset
-        }
-    )
+    return ns_targets(step.response.answer, domain)
 
 
 def _classify(

@@ -73,7 +73,7 @@ import dns.rrset
 
 from exporter import dnsquery
 from exporter.config import DnsSettings, split_host_port
-from exporter.dnsquery import NO_ROUTE_ERRNOS, QueryOutcome, rcode_reason, worst
+from exporter.dnsquery import NO_ROUTE_ERRNOS, QueryOutcome, ns_targets, rcode_reason, worst
 from exporter.names import normalise_host
 from exporter.zonecache import (
     RANK_ANSWER,
@@ -469,7 +469,7 @@ class _Probe:
             return self._result(None)
         assert step.response is not None
         section = step.response.authority if step.kind == "referral" else step.response.answer
-        ns_names = _ns_names(section, self.domain)
+        ns_names = ns_targets(section, self.domain)
         if step.kind == "answer":  # a parent server that also hosts the child zone
             self._learn_glue(step.response, step.zone, share=False)
         self.parent = tuple(sorted({_display(n) for n in ns_names}))
@@ -1056,13 +1056,7 @@ class _Probe:
             response = await self._recursive(name, dns.rdatatype.SOA)
             if isinstance(response, str):
                 return response
-            for rrset in response.answer:
-                if rrset.rdtype == dns.rdatatype.SOA and rrset.name == name:
-                    zone = name
-            for rrset in response.authority:
-                # NODATA/NXDOMAIN carry the SOA of the enclosing zone (what zone_for_name uses).
-                if rrset.rdtype == dns.rdatatype.SOA and name.is_subdomain(rrset.name):
-                    zone = zone or rrset.name
+            zone = dnsquery.soa_zone(response, name)
             if zone is None:
                 if name == dns.name.root:
                     # Even the root zone "does not exist": the resolver (or the network in
@@ -1072,7 +1066,7 @@ class _Probe:
         response = await self._recursive(zone, dns.rdatatype.NS)
         if isinstance(response, str):
             return response
-        names = _ns_names(response.answer, zone)
+        names = ns_targets(response.answer, zone)
         if not names:
             return "no_parent"
         # The resolver is trusted, so any addresses it volunteers are usable.
@@ -1248,18 +1242,7 @@ def _is_negative(step: _Step, qname: dns.name.Name) -> bool:
     return (
         step.kind == "answer"
         and step.response is not None
-        and not _ns_names(step.response.answer, qname)
-    )
-
-
-def _ns_names(section: Iterable[dns.rrset.RRset], owner: dns.name.Name) -> list[dns.name.Name]:
-    return sorted(
-        {
-            rr.target
-            for rrset in section
-            if rrset.rdtype == dns.rdatatype.NS and rrset.name == owner
-            for rr in rrset
-        }
+        and not ns_targets(step.response.answer, qname)
     )
 
 
