@@ -18,15 +18,11 @@ Two kinds, both real servers on port 53 (tests run as root):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import os
 import selectors
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -47,30 +43,22 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+from tests.support import knot
+
 Transport = Literal["udp", "tcp"]
 # A behaviour gets each query and returns the response to send, or None for silence (over
 # TCP the connection is then held open without an answer).
 Behaviour = Callable[[dns.message.Message, Transport], dns.message.Message | None]
 
 _LOCK_WAIT = 300.0
-_PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager
 def lab_lock(tag: str) -> Iterator[None]:
     """Hold /tmp/domainwatch-127.84-<tag>.lock: the addresses are fixed (port 53)."""
     path = Path(tempfile.gettempdir()) / f"domainwatch-127.84-{tag}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    deadline = time.monotonic() + _LOCK_WAIT
+    fd = knot.acquire_flock(path, _LOCK_WAIT)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{path} held by another test process") from None
-                time.sleep(0.2)
         yield
     finally:
         os.close(fd)
@@ -392,44 +380,12 @@ class KnotServer:
     zones: Mapping[str, str]  # origin -> body for zone_text()
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _knot_conf(server: KnotServer, rundir: Path) -> str:
-    listen = ", ".join(f"{a}@53" for a in server.addresses)
-    zones = "\n".join(
-        f'  - domain: "{origin}"\n    file: "{rundir / "zones" / (origin.strip(".") or "root")}"'
+    zones = [
+        knot.zone_entry(origin, rundir / "zones" / (origin.strip(".") or "root"))
         for origin in server.zones
-    )
-    return f"""server:
-    rundir: "{rundir}"
-    pidfile: "{rundir}/knot.pid"
-    listen: [ {listen} ]
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-
-database:
-    storage: "{rundir}/storage"
-
-control:
-    listen: "{rundir}/knot.sock"
-
-log:
-  - target: stderr
-    any: warning
-
-template:
-  - id: default
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-    semantic-checks: off
-
-zone:
-{zones}
-"""
+    ]
+    return knot.knot_conf(rundir, server.addresses, zones)
 
 
 @dataclass
@@ -438,7 +394,7 @@ class KnotLab:
 
     workdir: Path
     servers: Sequence[KnotServer]
-    _procs: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    _procs: list[knot.Proc] = field(default_factory=list)
 
     def start(self, timeout: float = 15.0) -> KnotLab:
         if shutil.which("knotd") is None:
@@ -446,22 +402,12 @@ class KnotLab:
         try:
             for server in self.servers:
                 rundir = self.workdir / f"knot-{server.name}"
-                (rundir / "storage").mkdir(parents=True, exist_ok=True)
-                (rundir / "zones").mkdir(exist_ok=True)
+                (rundir / "zones").mkdir(parents=True, exist_ok=True)
                 for origin, body in server.zones.items():
                     path = rundir / "zones" / (origin.strip(".") or "root")
                     path.write_text(zone_text(origin, body))
-                conf = rundir / "knot.conf"
-                conf.write_text(_knot_conf(server, rundir))
-                log = rundir / "knotd.log"
-                with log.open("wb") as out:
-                    popen = subprocess.Popen(
-                        ["knotd", "-c", str(conf)],
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        preexec_fn=_die_with_parent,
-                    )
-                self._procs.append((server.name, popen, log))
+                conf = _knot_conf(server, rundir)
+                self._procs.append(knot.start_knotd(server.name, rundir, conf))
             self._wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -469,18 +415,7 @@ class KnotLab:
         return self
 
     def stop(self) -> None:
-        for _name, popen, _log in reversed(self._procs):
-            if popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGTERM)
-        for _name, popen, _log in reversed(self._procs):
-            try:
-                popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGKILL)
-                popen.wait(timeout=5)
-        self._procs.clear()
+        knot.stop(self._procs)
 
     def __enter__(self) -> KnotLab:
         return self.start()
@@ -492,12 +427,7 @@ class KnotLab:
         pending = [(origin, a) for s in self.servers for origin in s.zones for a in s.addresses]
         deadline = time.monotonic() + timeout
         while pending:
-            for name, popen, log in self._procs:
-                if popen.poll() is not None:
-                    raise RuntimeError(
-                        f"knotd {name} exited with {popen.returncode}:\n"
-                        f"{log.read_text(errors='replace')}"
-                    )
+            knot.check_alive(self._procs)
             origin, address = pending[0]
             q = dns.message.make_query(origin, "SOA")
             q.flags &= ~dns.flags.RD

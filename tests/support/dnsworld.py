@@ -90,11 +90,9 @@ reset it when it is done (its fixture's teardown).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -114,6 +112,7 @@ import dns.resolver
 import pytest
 
 from exporter.config import DnsSettings
+from tests.support import knot
 
 ROOT_SERVER = "127.53.0.1"
 RESOLVER = "127.53.0.53"
@@ -350,7 +349,6 @@ _START_DEADLINE = 15.0
 # helper's run next to yours) cannot both hold a world: the second waits for this lock.
 LOCK_FILE = Path(tempfile.gettempdir()) / "domainwatch-dnsworld-127.53.lock"
 _LOCK_WAIT = 300.0
-_PR_SET_PDEATHSIG = 1
 
 
 BASE_SERIAL = 2026112301
@@ -391,39 +389,8 @@ def _knot_conf(
         return zonedir / (_server_zone_file_name(server.name, z) if z in mine else
                           _zone_file_name(z))
 
-    listen = ", ".join(f"{a}@53" for a in server.addresses)
-    zones = "\n".join(
-        f"  - domain: \"{z}\"\n    file: \"{file_of(z)}\"" for z in server.zones
-    )
-    return f"""server:
-    rundir: "{rundir}"
-    pidfile: "{rundir}/knot.pid"
-    listen: [ {listen} ]
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-
-database:
-    storage: "{rundir}/storage"
-
-control:
-    listen: "{rundir}/knot.sock"
-
-log:
-  - target: stderr
-    any: warning
-
-template:
-  - id: default
-    storage: "{zonedir}"
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-    semantic-checks: off
-
-zone:
-{zones}
-"""
+    zones = [knot.zone_entry(z, file_of(z)) for z in server.zones]
+    return knot.knot_conf(rundir, server.addresses, zones, zone_storage=zonedir)
 
 
 def _unbound_conf(workdir: Path, hints: Path) -> str:
@@ -461,19 +428,6 @@ def _is_ns_of(line: str, label: str) -> bool:
     return len(parts) >= 3 and parts[0].lower() == label.lower() and parts[1].upper() == "NS"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if pytest dies, so no server outlives its run
-    and keeps the fixed addresses bound."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class _Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-
 @dataclass
 class DnsWorld:
     """Starts the knotd instances and unbound described in the module docstring.
@@ -489,7 +443,7 @@ class DnsWorld:
     )
     root_server: str = ROOT_SERVER
     resolver: str = RESOLVER
-    _procs: list[_Proc] = field(default_factory=list, init=False, repr=False)
+    _procs: list[knot.Proc] = field(default_factory=list, init=False, repr=False)
     _lock: int | None = field(default=None, init=False, repr=False)
     # Live edits: the current body of every zone edited since start, and the serial counter.
     _live: dict[str, str] = field(default_factory=dict, init=False, repr=False)
@@ -519,18 +473,17 @@ class DnsWorld:
         try:
             for server in self.servers:
                 rundir = self.workdir / f"knot-{server.name}"
-                (rundir / "storage").mkdir(parents=True, exist_ok=True)
-                conf = rundir / "knot.conf"
                 own = [z for (n, z) in self.server_zones if n == server.name]
-                conf.write_text(_knot_conf(server, rundir, zonedir, own))
-                self._spawn(server.name, ["knotd", "-c", str(conf)], rundir / "knotd.log")
+                conf = _knot_conf(server, rundir, zonedir, own)
+                self._procs.append(knot.start_knotd(server.name, rundir, conf))
             ubdir = self.workdir / "unbound"
             ubdir.mkdir(exist_ok=True)
             hints = ubdir / "root.hints"
             hints.write_text(". 3600 NS a.root.test.\na.root.test. 3600 A 127.53.0.1\n")
             ubconf = ubdir / "unbound.conf"
             ubconf.write_text(_unbound_conf(ubdir, hints))
-            self._spawn("unbound", ["unbound", "-d", "-c", str(ubconf)], ubdir / "unbound.log")
+            unbound = ["unbound", "-d", "-c", str(ubconf)]
+            self._procs.append(knot.spawn("unbound", unbound, ubdir / "unbound.log"))
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -539,18 +492,7 @@ class DnsWorld:
 
     def stop(self) -> None:
         """Stop exactly the processes this world started (by pid), newest first."""
-        for proc in reversed(self._procs):
-            if proc.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.popen.pid, signal.SIGTERM)
-        for proc in reversed(self._procs):
-            try:
-                proc.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(timeout=5)
-        self._procs.clear()
+        knot.stop(self._procs)
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor releases the flock
             self._lock = None
@@ -584,13 +526,6 @@ class DnsWorld:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    def _spawn(self, name: str, argv: list[str], log: Path) -> None:
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
-        self._procs.append(_Proc(name, popen, log))
 
     def _check_alive(self) -> None:
         for proc in self._procs:

@@ -34,13 +34,8 @@ fixed, so a world holds an flock on LOCK_FILE while it runs (a second pytest pro
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import fcntl
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -55,6 +50,7 @@ import dns.rcode
 import pytest
 
 from exporter.config import DnsSettings
+from tests.support import knot
 
 PARENT = "127.85.0.1"
 CHILD = "127.85.0.2"
@@ -73,7 +69,6 @@ SMTP_KINDS = ("ok", "gone", "blocked", "policy", "listed", "nosuch", "bare", "fu
 LOCK_FILE = Path(tempfile.gettempdir()) / "domainwatch-mailworld-127.85.lock"
 _LOCK_WAIT = 120.0
 _START_DEADLINE = 15.0
-_PR_SET_PDEATHSIG = 1
 
 
 def _zones() -> dict[str, str]:
@@ -150,34 +145,9 @@ def _zone_text(origin: str, body: str) -> str:
     return "\n".join(head + lines) + "\n"
 
 
-def _knot_conf(knot: _Knot, rundir: Path, zonedir: Path) -> str:
-    zones = "\n".join(
-        f'  - domain: "{z}"\n    file: "{zonedir / (z + ".zone")}"' for z in knot.zones
-    )
-    return f"""server:
-    rundir: "{rundir}"
-    pidfile: "{rundir}/knot.pid"
-    listen: [ {knot.address}@53 ]
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{rundir}/storage"
-control:
-    listen: "{rundir}/knot.sock"
-log:
-  - target: stderr
-    any: warning
-template:
-  - id: default
-    storage: "{zonedir}"
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-    semantic-checks: off
-zone:
-{zones}
-"""
+def _knot_conf(server: _Knot, rundir: Path, zonedir: Path) -> str:
+    zones = [knot.zone_entry(z, zonedir / (z + ".zone")) for z in server.zones]
+    return knot.knot_conf(rundir, (server.address,), zones, zone_storage=zonedir)
 
 
 def _unbound_conf(workdir: Path) -> str:
@@ -211,15 +181,10 @@ remote-control:
 {stubs}"""
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when pytest dies, so no server keeps the addresses."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass
 class MailWorld:
     workdir: Path
-    _procs: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    _procs: list[knot.Proc] = field(default_factory=list)
     _lock: int | None = None
 
     def settings(self, timeout: float = 0.5) -> DnsSettings:
@@ -236,20 +201,20 @@ class MailWorld:
             zonedir.mkdir(parents=True, exist_ok=True)
             for origin, body in _zones().items():
                 (zonedir / f"{origin}.zone").write_text(_zone_text(origin, body))
-            for knot in KNOTS:
-                rundir = self.workdir / f"knot-{knot.name}"
-                (rundir / "storage").mkdir(parents=True, exist_ok=True)
-                conf = rundir / "knot.conf"
-                conf.write_text(_knot_conf(knot, rundir, zonedir))
-                self._spawn(knot.name, ["knotd", "-c", str(conf)], rundir / "knotd.log")
+            for server in KNOTS:
+                rundir = self.workdir / f"knot-{server.name}"
+                conf = _knot_conf(server, rundir, zonedir)
+                self._procs.append(knot.start_knotd(server.name, rundir, conf))
             ubdir = self.workdir / "unbound"
             ubdir.mkdir(exist_ok=True)
             # Names outside the stub zones go to a dead "root": they fail, never leave loopback.
             (ubdir / "root.hints").write_text(f". 3600 NS a.root.\na.root. 3600 A {DEAD}\n")
             (ubdir / "unbound.conf").write_text(_unbound_conf(ubdir))
-            self._spawn(
-                "unbound", ["unbound", "-d", "-c", str(ubdir / "unbound.conf")],
-                ubdir / "unbound.log",
+            self._procs.append(
+                knot.spawn(
+                    "unbound", ["unbound", "-d", "-c", str(ubdir / "unbound.conf")],
+                    ubdir / "unbound.log",
+                )
             )
             self._wait_ready()
         except BaseException:
@@ -259,18 +224,7 @@ class MailWorld:
 
     def stop(self) -> None:
         """Stop exactly the processes this world started (by pid)."""
-        for _name, popen, _log in reversed(self._procs):
-            if popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGTERM)
-        for _name, popen, _log in reversed(self._procs):
-            try:
-                popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGKILL)
-                popen.wait(timeout=5)
-        self._procs.clear()
+        knot.stop(self._procs)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -282,36 +236,14 @@ class MailWorld:
         self.stop()
 
     def _acquire_lock(self) -> None:
-        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        deadline = time.monotonic() + _LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock = fd
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise RuntimeError(f"{LOCK_FILE} held for {_LOCK_WAIT:.0f}s") from None
-                time.sleep(0.2)
-
-    def _spawn(self, name: str, argv: list[str], log: Path) -> None:
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
-        self._procs.append((name, popen, log))
+        self._lock = knot.acquire_flock(LOCK_FILE, _LOCK_WAIT)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _START_DEADLINE
         pending = [(z, k.address, False) for k in KNOTS for z in k.zones]
         pending.append(("eu.corp.test", RESOLVER, True))  # through the referral
         while pending:
-            for name, popen, log in self._procs:
-                if popen.poll() is not None:
-                    raise RuntimeError(
-                        f"{name} exited with {popen.returncode}:\n{log.read_text(errors='replace')}"
-                    )
+            knot.check_alive(self._procs)
             zone, address, recursive = pending[0]
             q = dns.message.make_query(zone, "SOA")
             if not recursive:

@@ -34,12 +34,8 @@ the parent zone is written and loaded only after that. The world holds an flock 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -56,6 +52,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
 
 from exporter.config import DnsSettings
+from tests.support import knot
 
 ROOT = "127.95.0.1"
 TLD = "127.95.0.2"
@@ -68,7 +65,6 @@ DEAD = "127.95.9.1"  # nothing listens: dead.sec's only server times out
 LOCK_FILE = Path(tempfile.gettempdir()) / "domainwatch-signedworld-127.95.lock"
 _LOCK_WAIT = 300.0
 _START_DEADLINE = 20.0
-_PR_SET_PDEATHSIG = 1
 
 # Knot's automatic signing policies. propagation-delay 0 and zone-max-ttl 60 keep its
 # rollover arithmetic small; rrsig-refresh must stay below rrsig-lifetime.
@@ -187,49 +183,19 @@ def zone_text(zone: Zone) -> str:
 
 
 def _knot_conf(server: Server, rundir: Path) -> str:
-    listen = ", ".join(f"{a}@53" for a in server.addresses)
-    zones = []
-    for zone in server.zones:
-        entry = f'  - domain: "{zone.origin}"\n    file: "{_zone_file(rundir, zone)}"'
-        if zone.policy:
-            entry += f"\n    dnssec-signing: on\n    dnssec-policy: {zone.policy}"
-        zones.append(entry)
-    return f"""server:
-    rundir: "{rundir}"
-    pidfile: "{rundir}/knot.pid"
-    listen: [ {listen} ]
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-
-database:
-    storage: "{rundir}/storage"
-
-control:
-    listen: "{rundir}/knot.sock"
-
-log:
-  - target: stderr
-    any: warning
-{POLICIES}
-template:
-  - id: default
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-    semantic-checks: off
-
-zone:
-{chr(10).join(zones)}
-"""
+    zones = [
+        knot.zone_entry(
+            zone.origin,
+            _zone_file(rundir, zone),
+            f"    dnssec-signing: on\n    dnssec-policy: {zone.policy}" if zone.policy else "",
+        )
+        for zone in server.zones
+    ]
+    return knot.knot_conf(rundir, server.addresses, zones, extra=POLICIES)
 
 
 def _zone_file(rundir: Path, zone: Zone) -> Path:
     return rundir / "zones" / (zone.origin.strip(".") or "root")
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def query(
@@ -270,7 +236,7 @@ class SignedWorld:
     """`SignedWorld(tmpdir).start()` ... `.stop()`, or a context manager."""
 
     workdir: Path
-    _procs: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    _procs: list[knot.Proc] = field(default_factory=list)
     _lock: int | None = None
     ds: dict[str, str] = field(default_factory=dict)  # domain -> DS text at the parent
 
@@ -303,18 +269,7 @@ class SignedWorld:
 
     def stop(self) -> None:
         """Stop exactly the knotd processes this world started (by pid)."""
-        for _name, popen, _log in reversed(self._procs):
-            if popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGTERM)
-        for _name, popen, _log in reversed(self._procs):
-            try:
-                popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGKILL)
-                popen.wait(timeout=5)
-        self._procs.clear()
+        knot.stop(self._procs)
         if self._lock is not None:
             os.close(self._lock)  # releases the flock
             self._lock = None
@@ -331,48 +286,21 @@ class SignedWorld:
     # -- internals ---------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
-        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        deadline = time.monotonic() + _LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock = fd
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise RuntimeError(f"{LOCK_FILE} held by another test process") from None
-                time.sleep(0.2)
+        self._lock = knot.acquire_flock(LOCK_FILE, _LOCK_WAIT)
 
     def _run(self, server: Server) -> None:
         rundir = Path(self.workdir) / f"knot-{server.name}"
-        (rundir / "storage").mkdir(parents=True, exist_ok=True)
-        (rundir / "zones").mkdir(exist_ok=True)
+        (rundir / "zones").mkdir(parents=True, exist_ok=True)
         for zone in server.zones:
             _zone_file(rundir, zone).write_text(zone_text(zone))
-        conf = rundir / "knot.conf"
-        conf.write_text(_knot_conf(server, rundir))
-        log = rundir / "knotd.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                ["knotd", "-c", str(conf)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        self._procs.append((server.name, popen, log))
+        self._procs.append(knot.start_knotd(server.name, rundir, _knot_conf(server, rundir)))
 
     def _wait(self, servers: Sequence[Server]) -> None:
         """Until every address serves every zone authoritatively, signed zones with DNSKEY."""
         pending = [(z, a) for s in servers for z in s.zones for a in s.addresses]
         deadline = time.monotonic() + _START_DEADLINE
         while pending:
-            for name, popen, log in self._procs:
-                if popen.poll() is not None:
-                    raise RuntimeError(
-                        f"knotd {name} exited with {popen.returncode}:\n"
-                        f"{log.read_text(errors='replace')}"
-                    )
+            knot.check_alive(self._procs)
             zone, address = pending[0]
             if self._serves(zone, address):
                 pending.pop(0)
