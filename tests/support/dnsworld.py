@@ -90,7 +90,6 @@ reset it when it is done (its fixture's teardown).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
@@ -500,21 +499,7 @@ class DnsWorld:
     def _acquire_lock(self) -> None:
         if self._lock is not None:
             return
-        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        deadline = time.monotonic() + _LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock = fd
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise RuntimeError(
-                        f"another DNS world (another test process) held {LOCK_FILE} for "
-                        f"{_LOCK_WAIT:.0f}s"
-                    ) from None
-                time.sleep(0.2)
+        self._lock = knot.acquire_flock(LOCK_FILE, _LOCK_WAIT)
 
     def __enter__(self) -> DnsWorld:
         return self.start()
