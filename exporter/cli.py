@@ -46,6 +46,7 @@ from exporter.web import (
 
 log = logging.getLogger("domainwatch")
 DEFAULT_PORT = 9877
+RENDER_EVERY = 5.0  # seconds between background refreshes of the /metrics cache
 
 
 class StartupError(Exception):
@@ -330,9 +331,12 @@ async def _serve(
             restored,
             time.monotonic() - loading,
         )
-    # Render /metrics once now, on a worker thread, so that the first scrape finds it cached:
-    # at 100k domains that first rendering takes many seconds of CPU.
-    threading.Thread(target=domains.prerender, name="prerender", daemon=True).start()
+    # Render /metrics once now, on a thread of its own, so that the first scrape finds it
+    # cached (at 100k domains the first rendering takes many seconds of CPU), then keep the
+    # cache a few seconds fresh, so that a scrape never pays for a scrape interval of changes.
+    threading.Thread(
+        target=domains.keep_fresh, args=(RENDER_EVERY,), name="render", daemon=True
+    ).start()
     metrics.reload_ok.set(1)
     metrics.reload_ts.set(time.time())
     reloader = ConfigReloader(args.config_file, load_config, scheduler.apply_config, metrics)

@@ -347,7 +347,17 @@ class DomainCollector(Collector):
     def prerender(self) -> None:
         """Render and compress everything now (after start-up and state restore, on a worker
         thread), so that the first scrape finds a warm cache instead of doing the work."""
-        self.exposition_chunks(gzipped=True)
+        self._refresh()
+
+    def keep_fresh(self, every: float, stop: threading.Event | None = None) -> None:
+        """prerender(), then bring the cache up to date every `every` seconds until `stop`
+        (run it on a thread of its own). A scrape then only applies the changes of the last few
+        seconds: at 100k domains, 15 s of DNS results are 5,000 changed records, 0.2 s of CPU
+        a scrape would otherwise spend before its first byte."""
+        stop = stop or threading.Event()
+        self.prerender()
+        while not stop.wait(every):
+            self._refresh()
 
     def exposition(self) -> bytes:
         """The text format (0.0.4) of exactly what collect() yields, byte for byte."""

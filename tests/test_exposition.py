@@ -422,3 +422,33 @@ def test_a_reload_touches_only_new_changed_and_removed_domains(tmp_path) -> None
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_keep_fresh_applies_changes_between_scrapes() -> None:
+    import threading
+    import time
+
+    store = populated_store(300)
+    fast = DomainCollector(store, clock=lambda: NOW)
+    stop = threading.Event()
+    worker = threading.Thread(target=fast.keep_fresh, args=(0.05, stop), daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not fast.warm and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fast.warm
+        name = store.snapshot()[7].name
+        store.update(name, lambda s: replace(s, rdap=RdapResult(False, None, None)))
+        changed = store.get(name)
+        while time.monotonic() < deadline:  # applied without any scrape asking for it
+            if any(s is changed for block in fast._blocks for s in block.statuses):
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the change was not applied in the background")
+        assert fast.exposition() == _reference(store)
+    finally:
+        stop.set()
+        worker.join(5)
+    assert not worker.is_alive()
