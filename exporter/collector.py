@@ -10,7 +10,9 @@ import threading
 import time
 import zlib
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields, is_dataclass
 from itertools import accumulate
 from operator import attrgetter
@@ -423,9 +425,34 @@ class DomainCollector(Collector):
         return out
 
 
+# A plain scrape decompresses its cells in batches of about this much text, two at a time on
+# threads of their own (zlib lets go of the GIL), a few batches ahead of the sender: 400 MB at
+# 100k domains take half a second of one core to inflate.
+_INFLATE_BATCH = 2 << 20
+_INFLATE_AHEAD = 4
+
+
 def _plain_chunks(parts: list[tuple[bytes | None, bytes, int]]) -> Iterator[bytes]:
-    for plain, gz, _size in parts:
-        yield plain if plain is not None else zlib.decompress(gz, wbits=31)
+    batches: list[list[tuple[bytes | None, bytes]]] = [[]]
+    size = 0
+    for plain, gz, plain_size in parts:
+        batches[-1].append((plain, gz))
+        size += plain_size
+        if size >= _INFLATE_BATCH:
+            batches.append([])
+            size = 0
+    with ThreadPoolExecutor(2, thread_name_prefix="inflate") as pool:
+        ahead: deque[Future[bytes]] = deque()
+        for batch in batches:
+            ahead.append(pool.submit(_inflate, batch))
+            if len(ahead) > _INFLATE_AHEAD:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def _inflate(batch: list[tuple[bytes | None, bytes]]) -> bytes:
+    return b"".join(p if p is not None else zlib.decompress(gz, wbits=31) for p, gz in batch)
 
 
 class _Block:
