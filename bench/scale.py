@@ -695,8 +695,11 @@ def measure_dns(log: Callable[[str], None], quick: bool) -> dict[str, Any]:
         out["error"] = (done.stderr.strip().splitlines() or ["failed"])[-1]
         return out
     rate = re.search(r"^cached\s+(\d+)\s+(\d+)-(\d+)", done.stdout, re.M)
+    # "cached / raw-cached: checks/s 0.87 (0.70-1.13)" (older: "median 0.87 (min 0.70, max 1.13")
     ratio = re.search(
-        r"^cached / raw-cached: median ([\d.]+) \(min ([\d.]+), max ([\d.]+)", done.stdout, re.M
+        r"cached / raw-cached: (?:checks/s|median) ([\d.]+) "
+        r"\((?:min )?([\d.]+)(?:-|, max )([\d.]+)",
+        done.stdout,
     )
     if rate:
         out["rate"] = f"{rate.group(1)}/s ({rate.group(2)}\u2013{rate.group(3)})"
