@@ -452,3 +452,22 @@ def test_keep_fresh_applies_changes_between_scrapes() -> None:
         stop.set()
         worker.join(5)
     assert not worker.is_alive()
+
+
+def test_scale_benchmark_smoke(tmp_path) -> None:
+    """bench/scale.py still runs end to end: a tiny size, one run, the exporter process, the
+    floor server and the loop-lag probe included (127.94.0.1 and .2)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(repo / "bench" / "scale.py"), "--sizes", "60", "--runs", "1",
+         "--gap", "0", "--no-dns", "--workdir", str(tmp_path)],
+        cwd=repo, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| warm `/metrics`, gzip |" in done.stdout, done.stdout
+    assert "| restart with state to ready |" in done.stdout
+    assert "n/a" not in done.stdout.split("| RDAP cycle")[1].split("\n")[0]
