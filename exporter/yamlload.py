@@ -30,7 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 _FAST_BASE: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 MAX_DEPTH = 64  # a config is ~6 levels deep; the bound keeps recursive code far from the limit
-MAX_EXPANDED_NODES = 2_000_000  # ~10x a 100k-domain config; an alias bomb is 10^9
+MAX_EXPANDED_NODES = 20_000_000  # ~1M domains with contacts; an alias bomb is 10^9 (sizes memoised)
 MAX_NUMBER_CHARS = 100  # longer integers are a typo or an attack, never a setting
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _REWORD_LIMIT = 1_000_000  # PyYAML reads ~1 MB/s: larger broken files keep libyaml's wording
