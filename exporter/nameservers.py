@@ -158,7 +158,7 @@ _Server = tuple[str, int]  # (address, port)
 # lookup nested inside one of them never waits for itself. Other tasks of the same check (the
 # parallel child probes) do wait for each other, like different checks.
 _FLYING: contextvars.ContextVar[frozenset[tuple[object, ...]]] = contextvars.ContextVar(
-    "domainwatch_dns_flying", default=frozenset()
+    "nameservers_in_flight", default=frozenset()
 )
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 
