@@ -386,23 +386,38 @@ def is_ip_literal(text: str) -> bool:
     return bool(_NUMERIC_LABEL.match(t.rsplit(".", 1)[-1])) and "." in t
 
 
-def _read_rdap(r: _Reader, value: object) -> RdapSettings:
-    d = RdapSettings()
-    raw = r.mapping(value, "rdap", set(RdapSettings.__dataclass_fields__))
-    servers: dict[str, str] = {}
+def _server_map(
+    r: _Reader, raw: dict[str, Any], section: str, parse: Callable[[object], str]
+) -> dict[str, str]:
+    """`<section>.servers`: TLD or suffix (a leading dot allowed) -> server, each value checked
+    by `parse` (which raises ValueError with the message to show)."""
     raw_value = raw.get("servers")
     raw_servers = r.mapping(
-        raw_value, "rdap.servers", set(raw_value) if isinstance(raw_value, dict) else set()
+        raw_value, f"{section}.servers", set(raw_value) if isinstance(raw_value, dict) else set()
     )
-    for tld, url in raw_servers.items():
-        path = f"rdap.servers.{_key(tld)}"
+    servers: dict[str, str] = {}
+    for tld, server in raw_servers.items():
+        path = f"{section}.servers.{_key(tld)}"
         key = _suffix_key(r, tld, path)
         if key is None:
             continue
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            r.error(path, f"{_show(url)} is not an http(s) URL")
-            continue
-        servers[key] = url
+        try:
+            servers[key] = parse(server)
+        except ValueError as exc:
+            r.error(path, str(exc))
+    return servers
+
+
+def _rdap_url(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise ValueError(f"{_show(value)} is not an http(s) URL")
+    return value
+
+
+def _read_rdap(r: _Reader, value: object) -> RdapSettings:
+    d = RdapSettings()
+    raw = r.mapping(value, "rdap", set(RdapSettings.__dataclass_fields__))
+    servers = _server_map(r, raw, "rdap", _rdap_url)
     return RdapSettings(
         bootstrap=r.get(raw, "bootstrap", "rdap", d.bootstrap, _url_or_file),
         servers=servers,
@@ -460,20 +475,7 @@ def _whois_server(value: object) -> str:
 def _read_whois(r: _Reader, value: object) -> WhoisSettings:
     d = WhoisSettings()
     raw = r.mapping(value, "whois", set(WhoisSettings.__dataclass_fields__))
-    servers: dict[str, str] = {}
-    raw_value = raw.get("servers")
-    raw_servers = r.mapping(
-        raw_value, "whois.servers", set(raw_value) if isinstance(raw_value, dict) else set()
-    )
-    for tld, server in raw_servers.items():
-        path = f"whois.servers.{_key(tld)}"
-        key = _suffix_key(r, tld, path)
-        if key is None:
-            continue
-        try:
-            servers[key] = _whois_server(server)
-        except ValueError as exc:
-            r.error(path, str(exc))
+    servers = _server_map(r, raw, "whois", _whois_server)
     return WhoisSettings(
         servers=servers,
         timeout=r.get(raw, "timeout", "whois", d.timeout, _positive_duration),

@@ -379,10 +379,7 @@ class HttpServer:
                 if sent > body.length:
                     break
                 pending = loop.run_in_executor(self._pool, body.next_chunk)
-                writer.write(chunk)
-                if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-                    async with asyncio.timeout(self.limits.write_timeout):
-                        await writer.drain()
+                await self._push(writer, chunk)
             async with asyncio.timeout(self.limits.write_timeout):
                 await writer.drain()
         except (TimeoutError, ConnectionError, OSError):
@@ -410,16 +407,20 @@ class HttpServer:
         Each wait for the client to take a megabyte is bounded by write_timeout."""
         try:
             for chunk in payload:
-                writer.write(chunk)
-                if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-                    async with asyncio.timeout(self.limits.write_timeout):
-                        await writer.drain()
+                await self._push(writer, chunk)
             async with asyncio.timeout(self.limits.write_timeout):
                 await writer.drain()
         except (TimeoutError, ConnectionError, OSError):
             writer.transport.abort()
             return False
         return True
+
+    async def _push(self, writer: asyncio.StreamWriter, chunk: bytes) -> None:
+        """Queue one chunk; wait (bounded) for the client only once a megabyte is buffered."""
+        writer.write(chunk)
+        if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            async with asyncio.timeout(self.limits.write_timeout):
+                await writer.drain()
 
     async def _send_error(self, writer: asyncio.StreamWriter, status: str) -> None:
         body = (status + "\n").encode()
