@@ -174,12 +174,17 @@ def populated_store(n: int, now: float) -> Any:
     store = StatusStore()
     names = domain_names(n)
     store.sync((name, {"team": f"team{i % 10}"}, NS) for i, name in enumerate(names))
-    later = now + 86400.0
-    ok = CheckState(success=True, last_attempt=now, last_success=now, next_due=later)
-    checks = {**dict.fromkeys(CHECKS, CheckState(next_due=later)), **dict.fromkeys(ran, ok)}
     # RDAP contacts as restored from a state file (no address kept): their verdicts stay.
     contacts = (ContactEmail("registrant", "real"), ContactEmail("technical", "real"))
     for i, name in enumerate(names):
+        # Checks ran at different times, as in a real state: no two domains share a timestamp
+        # (sharing equal values must not make this benchmark's records cheaper than real ones).
+        ran_at = now - (i % 3600) - i * 1e-4
+        later = ran_at + 86400.0
+        ok = CheckState(success=True, last_attempt=ran_at, last_success=ran_at, next_due=later)
+        checks = {**dict.fromkeys(CHECKS, CheckState(next_due=later)), **dict.fromkeys(ran, ok)}
+        if "dnssec" in extra:
+            extra["dnssec"] = replace(extra["dnssec"], measured_at=ran_at)
         reg = Registration(
             name=name,
             expiry=datetime.fromtimestamp(now, UTC) + timedelta(days=30 + i % 300),
@@ -201,7 +206,7 @@ def populated_store(n: int, now: float) -> Any:
                 registered=True,
                 server=f"http://{DEAD}:9/",
                 registration=reg,
-                read_at=now,
+                read_at=ran_at,
             ),
             dns=DnsResult(
                 parent_zone="example",
@@ -211,7 +216,7 @@ def populated_store(n: int, now: float) -> Any:
                 lame=dict.fromkeys(NS),
                 mismatch=False,
                 inconsistent=False,
-                measured_at=now,
+                measured_at=ran_at,
             ),
             email=EmailResult(
                 (
