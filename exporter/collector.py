@@ -134,7 +134,9 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "ns_info",
         "domain_nameserver_info",
-        "1 per nameserver reported by a source (expected, registry, parent, child)." + _CACHED,
+        "1 per nameserver that a source names; per source that has a set (expected, registry, "
+        "parent, child, previous), a label that is 1 if the source lists this nameserver and "
+        "0 if it lists others." + _CACHED,
     ),
     (
         "ns_domain_healthy",
@@ -241,7 +243,8 @@ _CHECK_REASON = ("check", "reason")
 _SOURCE = ("source",)
 _STATUS = ("status",)
 _INFO = ("registrar", "registrar_iana_id", "rdap_server")
-_NS_SOURCE = ("source", "nameserver")
+# (sources with a set, in _nameserver_info's order) -> the label names of that series
+_NS_SOURCE_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
 _NAMESERVER = ("nameserver",)
 _ROLE = ("role",)
 _NS_DOMAIN = ("nameserver_domain",)
@@ -256,10 +259,6 @@ _CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE00
 # Nameserver series per domain and source: a hostile delegation may name 1,000 servers, which
 # must not become 1,000 series (the verdicts still compare the whole sets).
 MAX_NAMESERVER_SERIES = 16
-
-
-def _capped(names: tuple[str, ...] | None) -> tuple[str, ...]:
-    return tuple(sorted(names or ())[:MAX_NAMESERVER_SERIES])
 
 
 def remote_label(value: str | None) -> str:
@@ -789,6 +788,53 @@ def _check_samples(s: DomainStatus, kinds: Iterable[str] = CHECKS) -> list[Sampl
     return out
 
 
+def _nameserver_info(s: DomainStatus) -> list[Sample]:
+    """One domain_nameserver_info series per nameserver that any source names, with a label
+    per source that has a set: "1" if the source lists the server, "0" if it lists others.
+    A source without a set (not configured, not measured, no change seen) has no label:
+    unknown is not "not listed"."""
+    sets: list[tuple[str, tuple[str, ...]]] = []
+    if s.expected_nameservers:
+        sets.append(("expected", s.expected_nameservers))
+    reg = s.rdap.registration if s.rdap is not None else None
+    if reg is not None and reg.nameservers:
+        sets.append(("registry", reg.nameservers))
+    if s.dns is not None:
+        if s.dns.parent:
+            sets.append(("parent", s.dns.parent))
+        if s.dns.child:
+            sets.append(("child", s.dns.child))
+    # The set before a nameserver change, for a day (changes.PREVIOUS_KEEP_SECONDS).
+    if s.changes.previous_nameservers:
+        sets.append(("previous", s.changes.previous_nameservers))
+    if not sets:
+        return []
+    names = _NS_SOURCE_NAMES.get(tuple(source for source, _ in sets))
+    if names is None:
+        names = ("nameserver", *sorted(source for source, _ in sets))
+        if len(_NS_SOURCE_NAMES) < 64:  # at most 2^5 source combinations
+            _NS_SOURCE_NAMES[tuple(source for source, _ in sets)] = names
+    members = {source: frozenset(map(remote_label, servers)) for source, servers in sets}
+    # Capped (a hostile delegation may name 1,000 servers): the configured and registry
+    # servers are kept first, so the servers that matter most are never pushed out.
+    listed: dict[str, None] = {}
+    for source, _servers in sets:
+        for ns in sorted(members[source]):
+            if len(listed) >= MAX_NAMESERVER_SERIES:
+                break
+            listed.setdefault(ns)
+    sources = names[1:]
+    return [
+        (
+            "ns_info",
+            names,
+            (ns, *("1" if ns in members[source] else "0" for source in sources)),
+            1.0,
+        )
+        for ns in sorted(listed)
+    ]
+
+
 def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = True) -> list[Sample]:
     """Every sample of one domain, in family order within this domain."""
     out: list[Sample] = []
@@ -839,25 +885,14 @@ def _domain_samples(s: DomainStatus, now: float, *, with_expiry_days: bool = Tru
         add(("ns_changed", _NO, _NO, s.changes.nameservers_changed_at))
     if s.changes.registrar_changed_at is not None:
         add(("registrar_changed", _NO, _NO, s.changes.registrar_changed_at))
-    for ns in _capped(s.expected_nameservers):
-        add(("ns_info", _NS_SOURCE, ("expected", ns), 1.0))
-    # The set before a nameserver change, for a day (changes.PREVIOUS_KEEP_SECONDS).
-    for ns in _capped(s.changes.previous_nameservers):
-        add(("ns_info", _NS_SOURCE, ("previous", remote_label(ns)), 1.0))
+    out += _nameserver_info(s)
     if s.nsdomain is not None:
         for nsd in s.nsdomain.verdicts:
             if nsd.healthy is not None:
                 value = 1.0 if nsd.healthy else 0.0
                 add(("ns_domain_healthy", _NS_DOMAIN, (nsd.nameserver_domain,), value))
-    if s.rdap is not None and s.rdap.registration is not None:
-        for ns in _capped(s.rdap.registration.nameservers):
-            add(("ns_info", _NS_SOURCE, ("registry", remote_label(ns)), 1.0))
     if s.dns is not None:
         d = s.dns
-        for ns in _capped(d.parent):
-            add(("ns_info", _NS_SOURCE, ("parent", remote_label(ns)), 1.0))
-        for ns in _capped(d.child):
-            add(("ns_info", _NS_SOURCE, ("child", remote_label(ns)), 1.0))
         if d.delegated is not None:
             add(("delegated", _NO, _NO, 1.0 if d.delegated else 0.0))
         if d.mismatch is not None:

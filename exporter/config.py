@@ -30,6 +30,13 @@ RESERVED_LABELS = frozenset(
         "status",
         "source",
         "nameserver",
+        "nameserver_domain",
+        # domain_nameserver_info's per-source labels
+        "expected",
+        "registry",
+        "parent",
+        "child",
+        "previous",
         "role",
         "reason",
         "registrar",
