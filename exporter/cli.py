@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -337,6 +338,10 @@ async def _serve(
     threading.Thread(
         target=domains.keep_fresh, args=(RENDER_EVERY,), name="render", daemon=True
     ).start()
+    # Config and restored state live as long as the process: move them out of the cyclic
+    # collector's sight, or every full collection walks them all again (at 100k domains the
+    # first rendering took 19 s with them in sight, 14 s without).
+    gc.freeze()
     metrics.reload_ok.set(1)
     metrics.reload_ts.set(time.time())
     reloader = ConfigReloader(args.config_file, load_config, scheduler.apply_config, metrics)
@@ -357,7 +362,9 @@ async def _serve(
 
     app = make_app(
         registry,
-        ready=lambda: scheduler.ready,
+        # Ready once checks are scheduled and /metrics is rendered: before that a scrape would
+        # wait for the first rendering (seconds at 100k domains), past a scrape timeout.
+        ready=lambda: scheduler.ready and domains.warm,
         reload=reload_from_http,
         users=users,
         domain_stream=domains.exposition_stream,
