@@ -383,13 +383,14 @@ def test_never_checked_domain_has_no_measurements(registry: CollectorRegistry) -
         assert v(registry, name, domain=d) is None, name
     for check in ("rdap", "dns", "email"):
         assert v(registry, "domain_check_success", domain=d, check=check) is None
-    # What the config says is not a measurement, so it is there from the start.
+    # What the config says is not a measurement, so it is there from the start; the sources
+    # not measured yet have no label (unknown), not "0".
     assert (
         v(
             registry,
             "domain_nameserver_info",
             domain=d,
-            source="expected",
+            expected="1",
             nameserver="ns1.example.net",
         )
         == 1
@@ -500,15 +501,18 @@ def test_dns_results(registry: CollectorRegistry) -> None:
     assert v(registry, "domain_nameserver_lame", domain=d, nameserver="a.ns.example") == 0
     assert v(registry, "domain_nameserver_lame", domain=d, nameserver="b.ns.example") == 1
     assert v(registry, "domain_nameserver_lame", domain=d, nameserver="c.ns.example") is None
-    for source, names in {
+    sets = {
         "expected": ("a.ns.example", "b.ns.example"),
         "registry": ("a.ns.example", "b.ns.example"),
         "parent": ("a.ns.example", "b.ns.example"),
         "child": ("a.ns.example", "c.ns.example"),
-    }.items():
-        for ns in ("a.ns.example", "b.ns.example", "c.ns.example"):
-            got = v(registry, "domain_nameserver_info", domain=d, source=source, nameserver=ns)
-            assert got == (1 if ns in names else None), (source, ns)
+    }
+    # One series per nameserver, a label per source: 1 listed, 0 listed others.
+    for ns in ("a.ns.example", "b.ns.example", "c.ns.example"):
+        flags = {source: "1" if ns in names else "0" for source, names in sets.items()}
+        labels = {"domain": d, "nameserver": ns, **flags}
+        assert registry.get_sample_value("domain_nameserver_info", labels) == 1, labels
+    assert len(_ns_series(registry, d)) == 3
     assert v(registry, "domain_check_success", domain=d, check="dns") == 0
     assert v(registry, "domain_check_error_info", domain=d, check="dns", reason="servfail") == 1
 
@@ -616,6 +620,170 @@ def test_a_huge_delegation_is_capped_to_a_bounded_number_of_series() -> None:
     registry = CollectorRegistry()
     registry.register(DomainCollector(store, clock=lambda: NOW))
     text = generate_latest(registry).decode()
-    for source in ("parent", "child"):
-        assert text.count(f'source="{source}"') == MAX_NAMESERVER_SERIES
+    assert text.count("domain_nameserver_info{") == MAX_NAMESERVER_SERIES
+    # The first servers in name order, each listed by both sources that have a set.
+    assert _ns_series(registry, "huge.example") == [
+        {"nameserver": ns, "parent": "1", "child": "1"} for ns in names[:MAX_NAMESERVER_SERIES]
+    ]
     assert text.count("domain_nameserver_lame{") == MAX_NAMESERVER_SERIES
+
+
+# --- domain_nameserver_info: one series per nameserver, a label per source that has a set -------
+
+
+def _ns_series(registry: CollectorRegistry, domain: str) -> list[dict[str, str]]:
+    """The domain_nameserver_info series of `domain` (labels without `domain`), in order."""
+    out = []
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "domain_nameserver_info" and sample.labels["domain"] == domain:
+                assert sample.value == 1, sample
+                out.append({k: val for k, val in sample.labels.items() if k != "domain"})
+    return out
+
+
+def _ns_info_of(status: DomainStatus) -> list[dict[str, str]]:
+    """domain_nameserver_info of one domain, after checking that the fast /metrics path renders
+    exactly what the Collector path yields for it."""
+    store = StatusStore()
+    store.sync([(status.name, dict(status.labels), status.expected_nameservers)])
+    store.update(status.name, _replace_with(status))
+    collector = DomainCollector(store, clock=lambda: NOW)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert collector.exposition() == generate_latest(registry)
+    return _ns_series(registry, status.name)
+
+
+def _dns(parent: tuple[str, ...] | None, child: tuple[str, ...] | None) -> DnsResult:
+    return DnsResult(
+        parent_zone="example", parent=parent, child=child, delegated=True, lame={}, mismatch=None
+    )
+
+
+def _rdap(nameservers: tuple[str, ...] | None) -> RdapResult:
+    return RdapResult(True, SERVER, reg("t.example", nameservers=nameservers))
+
+
+def test_nameserver_info_listed_is_1_listed_elsewhere_is_0_no_set_is_no_label() -> None:
+    # Expected and registry sets that overlap in one server; DNS and a change never seen.
+    got = _ns_info_of(
+        DomainStatus(
+            name="t.example",
+            expected_nameservers=("a.ns.example", "b.ns.example"),
+            rdap=_rdap(("b.ns.example", "c.ns.example")),
+        )
+    )
+    assert got == [
+        {"nameserver": "a.ns.example", "expected": "1", "registry": "0"},
+        {"nameserver": "b.ns.example", "expected": "1", "registry": "1"},
+        {"nameserver": "c.ns.example", "expected": "0", "registry": "1"},
+    ]
+    # Only DNS measured: no expected set configured, no registration read: no such labels.
+    got = _ns_info_of(
+        DomainStatus(name="t.example", dns=_dns(("a.ns.example",), ("a.ns.example", "d.ns.ex")))
+    )
+    assert got == [
+        {"nameserver": "a.ns.example", "parent": "1", "child": "1"},
+        {"nameserver": "d.ns.ex", "parent": "0", "child": "1"},
+    ]
+    # The parent measured, the children not (None): child is unknown, not "0".
+    got = _ns_info_of(DomainStatus(name="t.example", dns=_dns(("a.ns.example",), None)))
+    assert got == [{"nameserver": "a.ns.example", "parent": "1"}]
+    # The set before a change (kept for a day) beside the registry's new one.
+    got = _ns_info_of(
+        DomainStatus(
+            name="t.example",
+            rdap=_rdap(("new.ns.example",)),
+            changes=ChangeLog(previous_nameservers=("old.ns.example",)),
+        )
+    )
+    assert got == [
+        {"nameserver": "new.ns.example", "previous": "0", "registry": "1"},
+        {"nameserver": "old.ns.example", "previous": "1", "registry": "0"},
+    ]
+    # No source has a set (a registration that lists no nameservers, nothing measured): no
+    # series at all.
+    assert _ns_info_of(DomainStatus(name="t.example", rdap=_rdap(None))) == []
+    assert _ns_info_of(DomainStatus(name="t.example")) == []
+
+
+def test_nameserver_info_all_five_sources_and_config_labels() -> None:
+    got = _ns_info_of(
+        DomainStatus(
+            name="t.example",
+            labels={"team": "web"},
+            expected_nameservers=("a.ns.example",),
+            rdap=_rdap(("a.ns.example",)),
+            dns=_dns(("a.ns.example",), ("a.ns.example", "b.ns.example")),
+            changes=ChangeLog(previous_nameservers=("b.ns.example",)),
+        )
+    )
+    assert got == [
+        {
+            "nameserver": "a.ns.example",
+            "team": "web",
+            **dict.fromkeys(("expected", "registry", "parent", "child"), "1"),
+            "previous": "0",
+        },
+        {
+            "nameserver": "b.ns.example",
+            "team": "web",
+            **dict.fromkeys(("expected", "registry", "parent"), "0"),
+            "child": "1",
+            "previous": "1",
+        },
+    ]
+
+
+def test_nameserver_info_cap_keeps_the_expected_and_registry_servers_first() -> None:
+    from exporter.collector import MAX_NAMESERVER_SERIES
+
+    expected = tuple(f"e{i:02d}.ns.example" for i in range(10))
+    registry = tuple(f"r{i:02d}.ns.example" for i in range(10))
+    # Names that sort before every expected and registry server: a cap over the sorted union
+    # would keep only these.
+    hostile = tuple(f"a{i:04d}.hostile.example" for i in range(1000))
+    got = _ns_info_of(
+        DomainStatus(
+            name="t.example",
+            expected_nameservers=expected,
+            rdap=_rdap(registry),
+            dns=_dns(hostile, hostile),
+        )
+    )
+    assert len(got) == MAX_NAMESERVER_SERIES
+    kept = [row["nameserver"] for row in got]
+    assert kept == [*expected, *registry[: MAX_NAMESERVER_SERIES - len(expected)]]
+    for row in got:
+        # The parent and the child have sets (that list none of these): "0", never absent.
+        assert row["parent"] == row["child"] == "0", row
+        assert row["expected"] == ("1" if row["nameserver"] in expected else "0"), row
+        assert row["registry"] == ("1" if row["nameserver"] in registry else "0"), row
+
+
+def test_nameserver_info_of_a_hostile_1000_server_parent_set_is_bounded() -> None:
+    from exporter.collector import MAX_NAMESERVER_SERIES
+
+    good = ("ns1.good.example", "ns2.good.example")
+    hostile = tuple(f"a{i:04d}.hostile.example" for i in range(1000))
+    got = _ns_info_of(
+        DomainStatus(
+            name="t.example",
+            expected_nameservers=good,
+            rdap=_rdap(good),
+            dns=_dns(hostile, None),
+        )
+    )
+    assert len(got) == MAX_NAMESERVER_SERIES
+    keep = MAX_NAMESERVER_SERIES - len(good)
+    # The configured and registry servers survive, shown as not delegated to; then the
+    # hostile servers in name order, each 1 for the parent alone.
+    assert got == sorted(
+        [{"nameserver": ns, "expected": "1", "registry": "1", "parent": "0"} for ns in good]
+        + [
+            {"nameserver": ns, "expected": "0", "registry": "0", "parent": "1"}
+            for ns in hostile[:keep]
+        ],
+        key=lambda row: row["nameserver"],
+    )

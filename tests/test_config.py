@@ -413,6 +413,22 @@ def test_null_domain_item_is_an_error() -> None:
     assert info.value.errors[0].startswith("domains[1]: ")
 
 
+@pytest.mark.parametrize(
+    "label", ["expected", "registry", "parent", "child", "previous", "nameserver_domain"]
+)
+def test_nameserver_info_source_labels_are_reserved(label: str) -> None:
+    # domain_nameserver_info carries one label per source: a config label of that name would
+    # overwrite "listed by the parent" with a team name.
+    with pytest.raises(ConfigError) as info:
+        parse_config({"domains": [{"name": "example.com", "labels": {label: "x", "team": "a"}}]})
+    assert info.value.errors == [
+        f"domains[0].labels.{label}: '{label}' is reserved for domainwatch's own labels"
+    ]
+    # Names that merely start like one are free.
+    config = parse_config({"domains": [{"name": "example.com", "labels": {f"{label}_team": "x"}}]})
+    assert config.domains[0].labels == {f"{label}_team": "x"}
+
+
 def test_nan_requests_per_second_is_rejected() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(yaml.safe_load("rdap: {requests_per_second: .nan}"))
