@@ -21,8 +21,8 @@ from exporter.store import ChangeLog, DomainStatus, StatusStore
 
 log = logging.getLogger(__name__)
 
-# How long the set before a nameserver change is exported as domain_nameserver_info{source=
-# "previous"} (the NS-changed alert's window is the same day).
+# How long the set before a nameserver change is exported as domain_nameserver_info{previous=
+# "1"} (the NS-changed alert's window is the same day).
 PREVIOUS_KEEP_SECONDS = 86400.0
 
 

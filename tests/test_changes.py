@@ -29,6 +29,7 @@ from exporter.changes import PREVIOUS_KEEP_SECONDS, track
 from exporter.registration import Registration
 from exporter.store import DnsResult, DomainStatus, RdapResult
 from tests.support.exporter_proc import ExporterProcess
+from tests.support.nsinfo import nameserver_sets
 from tests.support.promstack import PromStack
 from tests.support.rdapserver import RdapServer, Reply, make_domain, write_bootstrap, write_ca
 from tests.support.scenario import DomainEntry, write_exporter_config
@@ -115,7 +116,10 @@ def test_first_sight_is_not_a_change(world: World) -> None:
     )
     assert s.value("domain_nameservers_changed_timestamp_seconds", domain="victim.test") is None
     assert s.value("domain_registrar_changed_timestamp_seconds", domain="victim.test") is None
-    assert not s.series("domain_nameserver_info", domain="victim.test", source="previous")
+    # The registry's set is there, and no "previous" label beside it: no set before a change.
+    sets = nameserver_sets(s.series("domain_nameserver_info", domain="victim.test"))
+    assert sets.get("registry") == set(OLD_NS), s.for_domain("victim.test")
+    assert "previous" not in sets, s.for_domain("victim.test")
 
 
 def test_lock_removed_ns_and_registrar_changed_reach_alertmanager(world: World) -> None:
@@ -138,9 +142,9 @@ def test_lock_removed_ns_and_registrar_changed_reach_alertmanager(world: World) 
     assert s.value("domain_transfer_lock", domain="victim.test") == 0
     ns_at = s.value("domain_nameservers_changed_timestamp_seconds", domain="victim.test")
     assert ns_at is not None and ns_at >= changed - 1
-    previous = {lb["nameserver"] for lb, _v in
-                s.series("domain_nameserver_info", domain="victim.test", source="previous")}
-    assert previous == set(OLD_NS)
+    sets = nameserver_sets(s.series("domain_nameserver_info", domain="victim.test"))
+    assert sets.get("previous") == set(OLD_NS), s.for_domain("victim.test")
+    assert sets.get("registry") == set(NEW_NS), s.for_domain("victim.test")
 
     hook = world.stack.webhook
     _, lock = hook.wait_for(timeout=ALERT_TIMEOUT, status="firing",

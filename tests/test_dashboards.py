@@ -33,6 +33,9 @@ PROVISIONED_DASHBOARD_PATH = "/var/lib/grafana/dashboards/domainwatch"
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 
+# domain_nameserver_info's per-source labels, in the nameserver table's column order.
+NAMESERVER_SOURCES = ("expected", "registry", "parent", "child", "previous")
+
 # Values for the dashboard variables when a query is run outside Grafana. `domain` must be a
 # configured, checked domain in whatever Prometheus the query runs against.
 DEFAULT_VARIABLES: dict[str, str] = {
@@ -388,15 +391,34 @@ def test_overview_domains_table() -> None:
 
 
 def test_domain_dashboard_nameserver_matrix() -> None:
+    # domain_nameserver_info is already a matrix: a series (row) per nameserver, a label
+    # (column) per source that has a set, "1" listed / "0" not listed. The table keeps every
+    # source label and maps the two values; a source without a set has no column (unknown).
     domain = DASHBOARDS["domainwatch-domain.json"]
     (table,) = [p for p in iter_panels(domain) if p["title"] == "Nameservers by source"]
-    (matrix,) = [t for t in table["transformations"] if t["id"] == "groupingToMatrix"]
-    assert matrix["options"] == {
-        "columnField": "source",
-        "rowField": "nameserver",
-        "valueField": "Value",
-        "emptyValue": "null",
+    (target,) = table["targets"]
+    grouping = re.fullmatch(
+        r'max by \(([\w, ]+)\) \(domain_nameserver_info\{job="\$job", domain="\$domain"\}\)',
+        target["expr"],
+    )
+    assert grouping, target["expr"]
+    assert grouping.group(1).split(", ") == ["nameserver", *NAMESERVER_SOURCES]
+    assert [t["id"] for t in table["transformations"]] == ["organize"]
+    organize = table["transformations"][0]["options"]
+    assert organize["excludeByName"] == {"Time": True, "Value": True}
+    assert organize["indexByName"] == {
+        name: i for i, name in enumerate(["nameserver", *NAMESERVER_SOURCES])
     }
+    assert organize["renameByName"] == {"nameserver": "Nameserver"}
+    mappings = table["fieldConfig"]["defaults"]["mappings"]
+    values = next(m["options"] for m in mappings if m["type"] == "value")
+    assert (values["1"]["text"], values["1"]["color"]) == ("\u2714", "green")
+    assert (values["0"]["text"], values["0"]["color"]) == ("\u2718", "red")
+    # A cell without a value (a row whose label set differs, e.g. two exporters) is unknown.
+    specials = {
+        m["options"]["match"]: m["options"]["result"] for m in mappings if m["type"] == "special"
+    }
+    assert specials["null+nan"]["text"] == specials["empty"]["text"] == "?"
     (timeline,) = [p for p in iter_panels(domain) if p["title"] == "RDAP status history"]
     assert timeline["type"] == "state-timeline"
     assert 'domain_status{job="$job", domain="$domain"}' in timeline["targets"][0]["expr"]

@@ -27,6 +27,7 @@ import yaml
 
 from tests.support.dnsworld import DnsWorld, dns_world  # noqa: F401
 from tests.support.exporter_proc import ExporterProcess, Scrape, run_check
+from tests.support.nsinfo import nameserver_sets
 from tests.support.rdapserver import (
     RdapServer,
     Reply,
@@ -292,11 +293,8 @@ def test_healthy_domain(world: World) -> None:
                       check="rdap")
     assert last_ok is not None and e.started - 1 <= last_ok <= s.taken + 1
     # The registry's nameserver set is reported as a source for the delegation comparison.
-    registry_ns = {
-        lbl["nameserver"]
-        for lbl, _ in s.series("domain_nameserver_info", domain="healthy.test", source="registry")
-    }
-    assert registry_ns == set(HEALTHY_NS)
+    sets = nameserver_sets(s.series("domain_nameserver_info", domain="healthy.test"))
+    assert sets.get("registry") == set(HEALTHY_NS), s.for_domain("healthy.test")
     assert s.value("domain_registrar_expiry_timestamp_seconds", domain="healthy.test") is None
 
 

@@ -189,7 +189,7 @@ def test_a_dying_nameserver_domain_is_unhealthy_for_every_domain_using_it(world:
         message="provider.test (pending delete) never judged unhealthy",
     )
     # Judged from the parent's delegation (the DNS world), not only the registry's set.
-    assert s.value("domain_nameserver_info", domain="good.zz", source="parent",
+    assert s.value("domain_nameserver_info", domain="good.zz", parent="1",
                    nameserver="ns1.provider.test") == 1
     assert s.value("domain_check_success", domain="good.zz", check="nsdomain") == 1
 

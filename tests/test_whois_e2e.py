@@ -135,7 +135,7 @@ def test_a_new_user_with_jp_de_io_and_an_unsupported_tld(
     assert v("domain_check_success", domain="meta.jp", check="whois") == 1
     assert scrape.series("domain_check_success", domain="meta.jp", check="rdap") == []
     assert (
-        v("domain_nameserver_info", domain="meta.jp", source="registry", nameserver="ns.meta.jp")
+        v("domain_nameserver_info", domain="meta.jp", registry="1", nameserver="ns.meta.jp")
         == 1
     )
     assert v("domain_status", domain="meta.jp", status="active") == 1
