@@ -46,6 +46,7 @@ from tests.support.dnsworld import (
     dns_world,  # noqa: F401
 )
 from tests.support.exporter_proc import ExporterProcess, Scrape
+from tests.support.nsinfo import nameserver_sets
 from tests.support.rdapserver import RdapServer, Reply, make_domain, write_bootstrap, write_ca
 from tests.support.scenario import (
     BackgroundChecks,
@@ -281,11 +282,8 @@ def _log_tails_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 # --- helpers -----------------------------------------------------------------------------------
 
 def ns_info(s: Scrape, domain: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for labels, value in s.series("domain_nameserver_info", domain=domain):
-        assert value == 1, labels
-        out.setdefault(labels["source"], set()).add(labels["nameserver"])
-    return out
+    """source -> its set; a source without a set (no label) is no key."""
+    return nameserver_sets(s.series("domain_nameserver_info", domain=domain))
 
 
 def lame(s: Scrape, domain: str) -> dict[str, float]:

@@ -48,6 +48,7 @@ from tests.support.dnsworld import (
     dns_world,  # noqa: F401
 )
 from tests.support.exporter_proc import ExporterProcess, Scrape
+from tests.support.nsinfo import nameserver_sets
 from tests.support.rdapserver import (
     RdapServer,
     Reply,
@@ -323,10 +324,8 @@ def errors(s: Scrape, domain: str, check: str) -> dict[str, float]:
 
 
 def ns_info(s: Scrape, domain: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for labels, _value in s.series("domain_nameserver_info", domain=domain):
-        out.setdefault(labels["source"], set()).add(labels["nameserver"])
-    return out
+    """source -> its set; a source without a set (no label) is no key."""
+    return nameserver_sets(s.series("domain_nameserver_info", domain=domain))
 
 
 def dns_attempt(s: Scrape, domain: str) -> float | None:
@@ -464,10 +463,7 @@ def test_stale_registry_names_are_not_probed_as_child(world: World) -> None:
     lame = {lbl["nameserver"] for lbl, _v in s.series("domain_nameserver_lame", domain=d)}
     assert lame <= set(PARKING_NS), s.for_domain(d)
     for scrape in world.history.scrapes:
-        child = {
-            lbl["nameserver"]
-            for lbl, _v in scrape.series("domain_nameserver_info", domain=d, source="child")
-        }
+        child = ns_info(scrape, d).get("child", set())
         assert not child & set(PROVIDER_NS), f"{d}: stale registry server probed: {child}"
 
 
