@@ -248,7 +248,7 @@ STATUSES = [
     DomainStatus(name="manual.example", manual_expiry=ts(20), registry_source="config"),
     # Issue 11: the transfer lock is gone (statuses listed without it), the registry's `last
     # changed`, a nameserver and a registrar change observed (the set before the change is
-    # exported as source="previous"), nameserver domains healthy / expired / unknown (absent),
+    # exported with previous="1"), nameserver domains healthy / expired / unknown (absent),
     # and a registrant at a consumer mail provider.
     DomainStatus(
         name="changed.example",
