@@ -263,8 +263,8 @@ MAX_REMOTE_LABEL = 200
 _CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000)])
 
 
-# Nameserver series per domain and source: a hostile delegation may name 1,000 servers, which
-# must not become 1,000 series (the verdicts still compare the whole sets).
+# Nameserver series per domain, all sources together: a hostile delegation may name 1,000
+# servers, which must not become 1,000 series (the verdicts still compare the whole sets).
 MAX_NAMESERVER_SERIES = 16
 
 
