@@ -49,7 +49,7 @@ class InvalidResponse(ValueError):
     """The RDAP body is not a usable domain object."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContactEmail:
     """One contact mailbox found in RDAP. `kind` says whether it can be checked at all."""
 
@@ -58,7 +58,7 @@ class ContactEmail:
     email: str | None = field(default=None, repr=False)  # only set for kind == "real"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Registration:
     name: str
     expiry: datetime | None = None

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ STATE_VERSION = 2  # 2: generic field-by-field records (statefile.py); 1 still l
 _READABLE_VERSIONS = (1, 2)  # of legacy JSON files; the database only ever holds version 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckState:
     """Bookkeeping of one check kind for one domain: what makes a value trustworthy."""
 
@@ -42,7 +42,7 @@ class CheckState:
     next_due: float | None = None  # wall clock; survives restarts through the state file
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RdapResult:
     # True: the registry answered the domain object. False: a *confirmed* 404 (two 404s at least
     # rdap.hold_interval apart, or a 404 plus an authoritative NXDOMAIN at the parent). None: not
@@ -57,7 +57,7 @@ class RdapResult:
     source: str = "rdap"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DnsResult:
     parent_zone: str | None
     parent: tuple[str, ...] | None
@@ -72,7 +72,7 @@ class DnsResult:
     measured_at: float | None = None  # Unix time of the measurement
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DnssecResult:
     """The DNSSEC check's view (exporter/checks/dnssec.py). None always means "not measured";
     every field is None for a domain its parent does not delegate."""
@@ -89,7 +89,7 @@ class DnssecResult:
     measured_at: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContactVerdict:
     role: str
     source: str  # config | rdap
@@ -102,7 +102,7 @@ class ContactVerdict:
     personal: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmailResult:
     verdicts: tuple[ContactVerdict, ...]
 
@@ -121,7 +121,7 @@ class EmailResult:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NsDomainVerdict:
     """The registration of one nameserver host's registrable domain (checks/nsdomains.py)."""
 
@@ -130,12 +130,12 @@ class NsDomainVerdict:
     reason: str  # ok | unregistered | expired | hold | pending_delete | unknown | ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NsDomainResult:
     verdicts: tuple[NsDomainVerdict, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChangeLog:
     """What domainwatch saw change, and when (exporter/changes.py). Persisted with the state,
     so a restart neither forgets a change nor mistakes its first reading for one."""
@@ -150,7 +150,7 @@ class ChangeLog:
     previous_registrar: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DomainStatus:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -350,6 +350,7 @@ class _Restore:
         self.stale = 0
         self.odd_rows = 0
         self.first_error = ""
+        self.decoder = statefile.Decoder()  # equal values of the records share one object
 
     def visit(self, name: object, data: bytes | None) -> None:
         if type(name) is not str:
@@ -362,12 +363,15 @@ class _Restore:
             else:  # damaged text: a targeted DELETE cannot name it
                 self.odd_rows += 1
             return
+        decoder = self.decoder
         try:
             if data is None:
                 raise statefile.StateError(
                     f"not a record of at most {statedb.MAX_RECORD_BYTES} bytes"
                 )
-            loaded = _load_status(status, statefile.decode(data))
+            record = decoder.decode(data)
+            decoder.share(status.name)  # the registration's name is the domain's: one string
+            loaded = _load_status(status, record, decoder)
         except statefile.StateError as exc:
             self.failed += 1
             self.rewrite.append(name)
@@ -465,53 +469,59 @@ def _dump_status(s: DomainStatus) -> dict[str, Any]:
     return record
 
 
-def _load_status(current: DomainStatus, record: object) -> DomainStatus:
+def _load_status(
+    current: DomainStatus, record: object, decoder: statefile.Decoder | None = None
+) -> DomainStatus:
     """`current` (which keeps what the config owns) with the results of a saved record; a
-    field the record lacks takes its default. One DomainStatus built per record."""
-    persisted = {**_DEFAULTS, **statefile.load_fields(DomainStatus, record, skip=_CONFIG_FIELDS)}
-    checks = persisted.get("checks") or {}
-    persisted["checks"] = {k: v for k, v in checks.items() if k in CHECKS}
-    try:
-        return DomainStatus(
-            name=current.name,
-            labels=current.labels,
-            expected_nameservers=current.expected_nameservers,
-            **persisted,
-        )
-    except (TypeError, ValueError) as exc:  # a __post_init__ that validates
-        raise statefile.StateError(str(exc)[:120]) from None
+    field the record lacks takes its default. StateError for a record that does not fit."""
+    if type(record) is dict:
+        checks = record.get("checks")
+        if type(checks) is dict and not checks.keys() <= _KNOWN_CHECKS:
+            # A kind this version does not run (any more): not even read.
+            record = {**record, "checks": {k: v for k, v in checks.items() if k in CHECKS}}
+    return (decoder or statefile.Decoder()).onto(current, record, _CONFIG_FIELDS)
 
 
-# The defaults of what a record holds (`checks` is always set by _load_status).
-_DEFAULTS = {
-    f.name: f.default
-    for f in fields(DomainStatus)
-    if f.name not in _CONFIG_FIELDS and f.default is not MISSING
-}
+_KNOWN_CHECKS = frozenset(CHECKS)
 
 
 def _age_limit(
     status: DomainStatus, max_age: Mapping[str, float], now: float
 ) -> tuple[DomainStatus, int]:
-    """Drop each result whose last success is older than max_age[kind]; see StatusStore.load."""
-    changes: dict[str, Any] = {}
-    checks = dict(status.checks)
+    """Drop each result whose last success is older than max_age[kind] (or newer than now +
+    max_age: a broken clock's) and clear its check's next_due, so it is re-checked at once;
+    see StatusStore.load. A check that has no result and no success on record (one that
+    never succeeded, such as the WHOIS check of a domain RDAP serves) keeps its next_due: a
+    restart must not re-run all of them at once. That is bounded to max_age ahead against a
+    clock that jumped back (the scheduler waits at most one interval anyway).
+    Returns the status (the same object when nothing changed, the common case) and the number
+    of results dropped."""
+    checks = status.checks
+    dropped: dict[str, None] = {}
+    changed: dict[str, CheckState] = {}
     for kind, limit in max_age.items():
-        if kind not in CHECKS:
+        if kind not in _KNOWN_CHECKS:
             continue
         state = checks.get(kind)
-        last = state.last_success if state else None
-        # A success "in the future" beyond the limit is a broken clock's, not news.
+        last = state.last_success if state is not None else None
         if last is not None and -limit <= now - last <= limit:
             continue
         attribute = _result_of(status, kind)
         if attribute is not None:
-            changes[attribute] = None
-        if state is not None and state.next_due is not None:
-            checks[kind] = replace(state, next_due=None)
-    if not changes and checks == status.checks:
+            dropped[attribute] = None
+        if state is None or state.next_due is None:
+            continue
+        if last is None and attribute is None:  # never succeeded: keep its schedule
+            if state.next_due - now <= limit:
+                continue
+            changed[kind] = statefile.evolve(state, next_due=now + limit)
+        else:
+            changed[kind] = statefile.evolve(state, next_due=None)
+    if not dropped and not changed:
         return status, 0
-    return replace(status, **changes, checks=checks), len(changes)
+    if changed:
+        return statefile.evolve(status, **dropped, checks={**checks, **changed}), len(dropped)
+    return statefile.evolve(status, **dropped), len(dropped)
 
 
 def _result_of(status: DomainStatus, kind: str) -> str | None:

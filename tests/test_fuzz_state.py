@@ -323,14 +323,22 @@ def test_save_load_round_trip(workdir: Path, generated: list[DomainStatus]) -> N
     ages=st.fixed_dictionaries(
         {kind: st.one_of(st.none(), st.floats(min_value=-1e6, max_value=1e7)) for kind in CHECKS}
     ),
+    dues=st.fixed_dictionaries(
+        {kind: st.one_of(st.none(), st.floats(min_value=-1e6, max_value=1e7)) for kind in CHECKS}
+    ),
 )
 def test_age_limit_drops_exactly_the_stale_results(
-    workdir: Path, status: DomainStatus, ages: dict[str, float | None]
+    workdir: Path,
+    status: DomainStatus,
+    ages: dict[str, float | None],
+    dues: dict[str, float | None],
 ) -> None:
     now, limit = 2e9, 7200.0
     checks = {
         kind: dataclasses.replace(
-            status.check(kind), last_success=None if age is None else now - age
+            status.check(kind),
+            last_success=None if age is None else now - age,
+            next_due=None if dues[kind] is None else now + dues[kind],
         )
         for kind, age in ages.items()
     }
@@ -349,19 +357,28 @@ def test_age_limit_drops_exactly_the_stale_results(
         return age is not None and math.fabs(age) <= limit
 
     persisted = _persisted(status)
-    # Which check produced each result: RDAP and WHOIS share the `rdap` field.
-    producers = {
-        "rdap": persisted.rdap.source if persisted.rdap else "rdap",
-        "dns": "dns",
-        "email": "email",
-    }
-    for field, kind in producers.items():
-        expected = getattr(persisted, field) if kind not in CHECKS or fresh(kind) else None
+
+    def result(kind: str) -> object:
+        """The result check `kind` produced: RDAP and WHOIS share the `rdap` field."""
+        if kind in ("rdap", "whois"):
+            return persisted.rdap if persisted.rdap and persisted.rdap.source == kind else None
+        return getattr(persisted, kind)
+
+    for field in ("rdap", "dns", "email", "dnssec", "nsdomain"):
+        value = getattr(persisted, field)
+        producers = [k for k in CHECKS if value is not None and result(k) is value]
+        expected = value if all(fresh(k) for k in producers) else None
         assert getattr(got, field) == expected, field
     for kind in ages:
-        want = (
-            status.checks[kind] if fresh(kind) else dataclasses.replace(checks[kind], next_due=None)
-        )
+        state = checks[kind]
+        if fresh(kind):
+            want = state
+        elif ages[kind] is None and result(kind) is None:  # never succeeded: its schedule stays
+            due = state.next_due
+            want = state if due is None or due - now <= limit else (
+                dataclasses.replace(state, next_due=now + limit))  # fmt: skip
+        else:  # a result too old: re-checked at once
+            want = dataclasses.replace(state, next_due=None)
         assert got.checks[kind] == want, kind
 
 

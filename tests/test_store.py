@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -162,7 +162,7 @@ def _legacy_json(path: Path, *statuses: DomainStatus) -> None:
         "domains": {
             s.name: {
                 k: statefile.dump(v)
-                for k, v in vars(s).items()
+                for k, v in ((f.name, getattr(s, f.name)) for f in fields(s))
                 if k not in ("name", "labels", "expected_nameservers")
             }
             for s in statuses
@@ -1013,6 +1013,43 @@ def test_a_whois_result_ages_with_the_whois_check(tmp_path: Path) -> None:
     store.load(path, max_age={**MAX_AGE, "whois": 30.0}, now=NOW)
     got = store.get("example.com")
     assert got is not None and got.rdap is None
+
+
+def test_a_check_that_never_succeeded_keeps_its_schedule(tmp_path: Path) -> None:
+    """The WHOIS check steps aside for an RDAP domain and is due again in hours; a check that
+    only ever failed waits out its back-off. A restart must not make them all due at once:
+    only a result older than max_age is re-checked at once."""
+    stepped_aside = CheckState(next_due=NOW + 5 * 3600)
+    failing = CheckState(
+        success=False, last_attempt=NOW - 60, error="timeout", failures=3, next_due=NOW + 240
+    )
+    status = _aged(3600, 60, 60)
+    status = replace(status, checks={**status.checks, "whois": stepped_aside, "dnssec": failing})
+    path = tmp_path / "state.db"
+    _store(status).save(path)
+    store = _fresh_like(status)
+    max_age = {**MAX_AGE, "whois": 12 * 3600.0, "dnssec": 1800.0}
+    assert store.load(path, max_age=max_age, now=NOW) == 1
+    got = store.get("example.com")
+    assert got is not None
+    assert got.checks == status.checks
+    assert store.save(path) == 0  # nothing changed: nothing to write back
+
+
+def test_a_restored_schedule_is_at_most_max_age_ahead(tmp_path: Path) -> None:
+    # Saved by a clock that was weeks ahead: the check must not sleep for weeks.
+    status = replace(
+        _aged(3600, 60, 60),
+        checks={**_aged(3600, 60, 60).checks, "whois": CheckState(next_due=NOW + 21 * DAY)},
+    )
+    path = tmp_path / "state.db"
+    _store(status).save(path)
+    store = _fresh_like(status)
+    store.load(path, max_age={**MAX_AGE, "whois": 12 * 3600.0}, now=NOW)
+    got = store.get("example.com")
+    assert got is not None
+    assert got.checks["whois"] == CheckState(next_due=NOW + 12 * 3600.0)
+    assert got.checks["rdap"] == status.checks["rdap"]
 
 
 def test_without_max_age_nothing_is_dropped(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -120,7 +120,7 @@ def _legacy_document() -> dict[str, object]:
         "domains": {
             s.name: {
                 k: statefile.dump(v)
-                for k, v in vars(s).items()
+                for k, v in ((f.name, getattr(s, f.name)) for f in fields(s))
                 if k not in ("name", "labels", "expected_nameservers")
             }
             for s in _good_store().snapshot()
