@@ -62,6 +62,7 @@ MAX_ERRORS = 100
 _MAX_NAME_CHARS = 1000  # DNS names are <= 253; a cheap bound before IDNA work
 # WHATWG URL "ends in a number": such a host is parsed as IPv4 (127.1, 0x7f.1), never as a name.
 _NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9a-fA-F]*)$")
+_DIGITS = frozenset("0123456789")  # ASCII only: what ipaddress and _NUMERIC_LABEL accept
 
 # Values are echoed in error messages; a 10 MB string or a huge nested list must not be.
 _repr = reprlib.Repr()
@@ -201,6 +202,11 @@ class _Reader:
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
+        # What one parse already worked out (100k domains name the same few nameservers and
+        # labels): normalised host names, and the nameserver tuples and label mappings of
+        # domains read without error, shared by every domain that lists the same ones.
+        self.hosts: dict[str, str] = {}
+        self.shared: dict[object, Any] = {}
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
@@ -385,6 +391,14 @@ def is_ip_literal(text: str) -> bool:
     t = text.strip().rstrip(".")
     if t.startswith("[") and t.endswith("]"):
         t = t[1:-1]
+    # Names answer here, cheaply: without a ':' only a dotted quad (its last character a digit)
+    # or a WHATWG number (its last label's first character a digit) is an address.
+    if (
+        ":" not in t
+        and t.partition("%")[0][-1:] not in _DIGITS
+        and t[t.rfind(".") + 1 :][:1] not in _DIGITS
+    ):
+        return False
     try:
         ipaddress.ip_address(t.split("%", 1)[0])
         return True
@@ -570,13 +584,17 @@ def _read_probe(r: _Reader, value: object) -> ProbeSettings:
     )
 
 
+_DOMAIN_KEYS = {"name", "nameservers", "contacts", "labels", "expires"}
+
+
 def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
     if isinstance(value, str):  # shorthand: "- example.com"
         value = {"name": value}
     if not isinstance(value, dict):
         r.error(path, f"must be a domain name or a mapping with 'name', got {_kind(value)}")
         return None
-    raw = r.mapping(value, path, {"name", "nameservers", "contacts", "labels", "expires"})
+    # Only known keys (the common case): the mapping itself, not the checked copy.
+    raw = value if value.keys() <= _DOMAIN_KEYS else r.mapping(value, path, _DOMAIN_KEYS)
     if "name" not in raw:
         r.error(path, "missing required key 'name'")
         return None
@@ -594,7 +612,7 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
         r.error(f"{path}.name", f"{_show(name_raw)} is not a domain name")
         return None
 
-    nameservers = _string_list(r, raw.get("nameservers"), f"{path}.nameservers", _hostname)
+    nameservers = _nameservers(r, raw.get("nameservers"), path)
     contacts: list[Contact] = []
     raw_contacts = raw.get("contacts")
     if raw_contacts is not None and not isinstance(raw_contacts, list):
@@ -615,29 +633,85 @@ def _read_domain(r: _Reader, value: object, path: str) -> DomainConfig | None:
             assert isinstance(role, str) and isinstance(email, str)
             contacts.append(Contact(role=role.lower(), email=email.strip()))
 
-    labels: dict[str, str] = {}
-    raw_labels = raw.get("labels")
-    if raw_labels is not None and not isinstance(raw_labels, dict):
-        r.error(f"{path}.labels", f"must be a mapping, got {_kind(raw_labels)}")
-    for key, val in (raw_labels or {}).items() if isinstance(raw_labels, dict) else ():
-        lpath = f"{path}.labels.{_key(key)}"
-        if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
-            r.error(lpath, f"{_show(key)} is not a valid Prometheus label name")
-        elif key in RESERVED_LABELS:
-            r.error(lpath, f"{_show(key)} is reserved for domainwatch's own labels")
-        elif not isinstance(val, str | int | float) or isinstance(val, bool):
-            r.error(lpath, f"value must be a string, got {_kind(val)}")
-        elif isinstance(val, float) and not math.isfinite(val):
-            r.error(lpath, f"value must be a string or a finite number, got {_show(val)}")
-        else:
-            labels[key] = str(val)
     return DomainConfig(
         name=name,
-        nameservers=tuple(sorted(set(nameservers))),
+        nameservers=nameservers,
         contacts=tuple(contacts),
-        labels=labels,
+        labels=_labels(r, raw.get("labels"), path),
         expires=r.get(raw, "expires", path, None, _expiry_date),
     )
+
+
+def _nameservers(r: _Reader, value: object, path: str) -> tuple[str, ...]:
+    """A domain's `nameservers:`, normalised, sorted, without repeats. A list read without error
+    is remembered: every domain listing the same names gets the same tuple."""
+    key: tuple[object, ...] | None = None
+    if isinstance(value, list):
+        try:
+            key = ("nameservers", *value)
+            found: tuple[str, ...] | None = r.shared.get(key)
+        except TypeError:  # a list or mapping among the items: an error below
+            key = found = None
+        if found is not None:
+            return found
+    hosts = r.hosts
+
+    def hostname(item: object) -> str:
+        if not isinstance(item, str):
+            return _hostname(item)
+        host = hosts.get(item)
+        if host is None:
+            host = hosts[item] = _hostname(item)
+        return host
+
+    errors = len(r.errors)
+    nameservers = tuple(sorted(set(_string_list(r, value, f"{path}.nameservers", hostname))))
+    # Only all-string lists get here without an error, and only a string equals a string: a
+    # list equal to this one yields the same tuple.
+    if key is not None and len(r.errors) == errors:
+        r.shared[key] = nameservers
+    return nameservers
+
+
+def _labels(r: _Reader, value: object, path: str) -> dict[str, str]:
+    """A domain's `labels:`; like nameservers, equal label sets read without error (and with
+    string values: 1 and 1.0 are equal keys, not equal labels) share one mapping."""
+    if value is not None and not isinstance(value, dict):
+        r.error(f"{path}.labels", f"must be a mapping, got {_kind(value)}")
+        return {}
+    items = value.items() if value is not None else ()
+    try:
+        key: tuple[object, ...] | None = ("labels", *items)
+        found: dict[str, str] | None = r.shared.get(key)
+    except TypeError:  # a list or mapping as a value: an error below
+        key = found = None
+    if found is not None:
+        return found
+    errors = len(r.errors)
+    shareable = key is not None
+    labels: dict[str, str] = {}
+    for name, val in items:
+        problem = _label_problem(name, val)
+        if problem is not None:
+            r.error(f"{path}.labels.{_key(name)}", problem)
+        else:
+            shareable = shareable and isinstance(val, str)
+            labels[name] = str(val)
+    if shareable and len(r.errors) == errors:
+        r.shared[key] = labels
+    return labels
+
+
+def _label_problem(name: object, value: object) -> str | None:
+    if not isinstance(name, str) or not _LABEL_NAME.match(name) or name.startswith("__"):
+        return f"{_show(name)} is not a valid Prometheus label name"
+    if name in RESERVED_LABELS:
+        return f"{_show(name)} is reserved for domainwatch's own labels"
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return f"value must be a string, got {_kind(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"value must be a string or a finite number, got {_show(value)}"
+    return None
 
 
 def parse_config(document: object) -> Config:

@@ -12,6 +12,10 @@ import re
 import idna
 
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# A name already in its normal form: lower-case LDH labels, no trailing dot. Such a name without
+# an "xn--" label is its own answer, so the common case skips the character loop and the label
+# split below (300,000 names for a 100k-domain config).
+_NORMAL_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}+(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}+(?<!-))*+")
 # Generous: a 253-octet A-label name is far shorter as U-labels; room for spaces and a dot.
 _MAX_INPUT = 1024
 
@@ -26,6 +30,8 @@ def to_alabel(name: str) -> str:
         # Names come from remote RDAP bodies too; UTS 46 mapping is a Python loop per character,
         # so a megabyte of "name" would cost seconds before failing the 253-octet rule anyway.
         raise InvalidName(name[:80] + "...")
+    if len(name) <= 253 and _NORMAL_NAME.fullmatch(name) and "xn--" not in name:
+        return name
     text = name.strip()
     if text.endswith("."):
         text = text[:-1]
