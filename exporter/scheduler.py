@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +31,7 @@ from exporter.checks.nsdomains import NameserverDomainsCheck
 from exporter.checks.registration import RegistrationCheck
 from exporter.checks.whois import WhoisCheck
 from exporter.config import Config, DomainConfig
+from exporter.duequeue import DueQueue
 from exporter.rdap import RdapClient
 from exporter.selfmetrics import ExporterMetrics
 from exporter.shard import Shard, ShardFilter
@@ -84,10 +83,6 @@ class Scheduler:
         # Watched although not configured (e.g. /probe targets), until drop_transient().
         self._transient: dict[str, DomainConfig] = {}
         self.unlisted: frozenset[str] = frozenset()  # transient and not configured; any thread
-        self._heap: list[tuple[float, int, str, str]] = []
-        # (domain, check) -> seq of its live heap entry; older entries for it are stale.
-        self._scheduled: dict[tuple[str, str], int] = {}
-        self._seq = itertools.count()
         self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -112,6 +107,8 @@ class Scheduler:
         # check -> runs waiting in a lane's queue (domainwatch_check_backlog), kept as counters
         # so that a scrape reads them in O(checks).
         self._backlog: dict[str, int] = dict.fromkeys(self.checks, 0)
+        # When each (domain, check) runs next, on the monotonic clock.
+        self._queue = DueQueue(tuple(self.checks), origin=monotonic())
         self.ready = False
         self._sync_domains(config)
 
@@ -185,14 +182,14 @@ class Scheduler:
         self.unlisted = frozenset(n for n in self._transient if n not in configured)
         # Forget the schedule of removed domains, so that one added back is checked at once.
         if gone is None:
-            self._scheduled = {k: v for k, v in self._scheduled.items() if k[0] in self._domains}
+            self._queue.keep_only(self._domains)
             self._refreshed = {k: v for k, v in self._refreshed.items() if k[0] in self._domains}
         else:
             for name in gone:
                 if name in self._domains:  # still watched as a /probe target
                     continue
+                self._queue.forget(name)
                 for kind in self.checks:
-                    self._scheduled.pop((name, kind), None)
                     self._refreshed.pop((name, kind), None)
         self.store.sync((d.name, d.labels, d.nameservers) for d in self._domains.values())
         for check in self.checks.values():
@@ -210,7 +207,9 @@ class Scheduler:
         self._domains[domain.name] = domain
         self._sync_store()
         if self.ready:
-            self._schedule_missing()
+            # Only this one: a run in flight has no entry until it ends (and then schedules its
+            # next), so scheduling "every domain" here would start a second run of each.
+            self._schedule_missing([domain.name])
 
     def drop_transient(self, name: str) -> None:
         """Stop watching a domain added by add_transient(); a configured one stays."""
@@ -233,27 +232,57 @@ class Scheduler:
     # --- the loop ------------------------------------------------------------------------------
 
     def _push(self, due: float, domain: str, kind: str) -> None:
-        seq = next(self._seq)
-        heapq.heappush(self._heap, (due, seq, domain, kind))
-        self._scheduled[(domain, kind)] = seq  # supersedes any earlier entry
+        self._queue.push(due, domain, kind)  # supersedes any earlier entry
         self._wake.set()
 
+    @property
+    def _scheduled(self) -> dict[tuple[str, str], float]:
+        """(domain, check) -> monotonic due time of every scheduled check. O(entries): for
+        tests and debugging, never on a hot path."""
+        return self._queue.items()
+
     def _schedule_missing(self, names: Iterable[str] | None = None) -> None:
-        """Schedule every check of these domains (default: all) that has no schedule yet."""
+        """Schedule every check of these domains (default: all) that has no schedule yet.
+
+        A result restored from the state file counts: no re-check burst on restart. next_due
+        is persisted as Unix time; the queue runs on the monotonic clock."""
         now, mono = self._clock(), self._mono()
-        for name in self._domains if names is None else names:
-            if name not in self._domains:
-                continue
-            status = self.store.get(name)
-            for kind, check in self.checks.items():
-                if (name, kind) in self._scheduled:
+        if names is not None:
+            for name in names:
+                if name not in self._domains:
                     continue
-                state = status.check(kind) if status else CheckState()
-                # A result restored from the state file counts: no re-check burst on restart.
-                # next_due is persisted as Unix time; the heap runs on the monotonic clock.
-                delay = state.next_due - now if state.next_due is not None else 0.0
-                delay = min(max(delay, 0.0), check.interval())
-                self._push(mono + delay, name, kind)
+                status = self.store.get(name)
+                for kind, check in self.checks.items():
+                    if self._queue.scheduled(name, kind):
+                        continue
+                    state = status.check(kind) if status else CheckState()
+                    delay = state.next_due - now if state.next_due is not None else 0.0
+                    delay = min(max(delay, 0.0), check.interval())
+                    self._push(mono + delay, name, kind)
+            return
+        # Every domain (start-up): the same due times as above, computed a check at a time in
+        # list comprehensions and heapified at once (600,000 entries at 100k domains).
+        statuses = {s.name: s for s in self.store.snapshot()}
+        names = list(self._domains)
+        empty: dict[str, CheckState] = {}
+        unset = CheckState()
+        states = [s.checks if (s := statuses.get(n)) is not None else empty for n in names]
+
+        def columns() -> Iterator[list[float]]:
+            for kind, check in self.checks.items():
+                cap = check.interval()
+                # mono + min(max(next_due - now, 0), cap), without two calls per entry
+                yield [
+                    mono
+                    if t is None or t <= now
+                    else mono + cap
+                    if t - now > cap
+                    else mono + (t - now)
+                    for t in [c.get(kind, unset).next_due for c in states]
+                ]
+
+        if self._queue.fill(names, columns()):
+            self._wake.set()
 
     async def run(self) -> None:
         for check in self.checks.values():
@@ -265,12 +294,10 @@ class Scheduler:
         try:
             while not self._stopping.is_set():
                 now = self._mono()
-                while self._heap and self._heap[0][0] <= now:
-                    _due, seq, domain, kind = heapq.heappop(self._heap)
-                    if self._scheduled.get((domain, kind)) == seq:
-                        del self._scheduled[(domain, kind)]
-                        self._dispatch(domain, kind)
-                timeout = self._heap[0][0] - now if self._heap else None
+                for domain, kind in self._queue.pop_due(now):
+                    self._dispatch(domain, kind)
+                due = self._queue.next_due()
+                timeout = due - now if due is not None else None
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -354,7 +381,7 @@ class Scheduler:
             await self._run(domain, self.checks[kind])
         finally:
             slots.release()
-            if domain in self._domains and (domain, kind) not in self._scheduled:
+            if domain in self._domains and not self._queue.scheduled(domain, kind):
                 self._push(self._next_due(domain, kind), domain, kind)
 
     async def _run(self, domain: str, check: Check) -> None:

@@ -41,6 +41,9 @@ class WhoisCheck(Check):
         super().__init__(ctx)
         self.rdap = rdap
         self.client = client
+        # parent name -> lane key: at start-up every domain without a WHOIS record is due at
+        # once (100,000 lane look-ups), and server_for depends only on the parent's labels.
+        self._lanes: dict[str, str] = {}
 
     def interval(self) -> float:
         # Registration data changes as rarely over WHOIS as over RDAP: one setting for both.
@@ -51,16 +54,26 @@ class WhoisCheck(Check):
 
     def lane(self, domain: str) -> tuple[str, int]:
         # One lane per WHOIS server; the client's pacer allows one query at a time per server.
-        server = self.client.server_for(domain)
-        return "whois:" + (server.label if server else ""), self.ctx.config.concurrency
+        dot = domain.find(".")
+        parent = domain[dot:] if dot >= 0 else ""  # ".example"; "" for a bare label
+        key = self._lanes.get(parent)
+        if key is None:
+            server = self.client.server_for(domain)
+            key = self._lanes[parent] = "whois:" + (server.label if server else "")
+        return key, self.ctx.config.concurrency
 
     async def reconfigure(self, config: Config) -> None:
         self.client.reconfigure(config.whois)
+        self._lanes = {}  # whois.servers may have changed
 
     async def start(self) -> None:
-        # After the state file was restored: its manual expiry may predate the config.
+        # After the state file was restored: its manual expiry may predate the config. Compared
+        # inline: a method call per record cost 0.2 s at 100k domains to change a handful.
+        domain = self.ctx.domain
         for status in self.ctx.store.snapshot():
-            self._sync_manual_expiry(status.name, status)
+            cfg = domain(status.name)
+            if status.manual_expiry != (cfg.expires if cfg else None):
+                self._sync_manual_expiry(status.name, status)
 
     async def run(self, domain: str) -> Result:
         plan = plan_source(domain, self.rdap, self.client, self.ctx.domain(domain))
