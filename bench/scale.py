@@ -122,6 +122,7 @@ dns:
   # Restored results older than twice a check's interval are dropped and re-checked: long
   # intervals keep the saved state current for the whole run (the churn stands in for checks).
   interval: 1d
+  dnssec_interval: 1d
 email:
   interval: 1d
 whois:
@@ -179,7 +180,7 @@ def populated_store(n: int, now: float) -> Any:
     for i, name in enumerate(names):
         # Checks ran at different times, as in a real state: no two domains share a timestamp
         # (sharing equal values must not make this benchmark's records cheaper than real ones).
-        ran_at = now - (i % 3600) - i * 1e-4
+        ran_at = now - (i % 600) - i * 1e-4
         later = ran_at + 86400.0
         ok = CheckState(success=True, last_attempt=ran_at, last_success=ran_at, next_due=later)
         checks = {**dict.fromkeys(CHECKS, CheckState(next_due=later)), **dict.fromkeys(ran, ok)}
