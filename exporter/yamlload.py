@@ -429,24 +429,32 @@ def _build(loader: yaml.SafeLoader) -> object:
 # Generated configs (and most written ones) are block mappings and sequences of plain or simply
 # quoted scalars, one per line. For those, one regex per line and an indentation stack build the
 # document several times faster than libyaml's event objects can even be created. The subset is
-# narrow on purpose: printable ASCII only, no anchors, tags, block scalars, multi-line scalars,
-# quoted keys, escapes or flow mappings; any line outside it, or any doubt about indentation,
-# hands the whole text to the event path. tests/test_yamlload_fast.py compares both with the
-# checked path.
+# narrow on purpose: no anchors, tags, block scalars, multi-line scalars, quoted keys, escapes,
+# nested flow collections, tabs or line breaks other than LF; any line outside it, or any doubt
+# about indentation, hands the whole text to the event path. tests/test_yamlload_fast.py compares
+# both with the checked path.
 
-_NOT_SUBSET = re.compile(r"[^\n -~]")  # tabs, CR, control and non-ASCII characters
+# Printable non-ASCII characters (what libyaml's reader accepts) that are not a line break
+# (U+2028, U+2029) or a byte order mark (skipped at a line's start); NEL and C1 are below U+A0.
+_U = r"\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff"
+_NOT_SUBSET = re.compile(rf"[^\n -~{_U}]")
 # A plain scalar: no indicator first, no ": " or " #" inside, no trailing spaces. Possessive
-# quantifiers: the line regex runs 400,000 times for 100k domains.
+# quantifiers: the line regex runs 400,000 times for 100k domains, and must never backtrack.
 _PLAIN = (
-    r"(?:[A-Za-z0-9_./~+(]|-(?=[A-Za-z0-9.]))"
-    r"[!-9;-~]*+(?:(?::(?=[!-~])| +(?=[!-\"$-9;-~]))[!-9;-~]*+)*+"
+    rf"(?:[A-Za-z0-9_./~+({_U}]|-(?=[A-Za-z0-9.]))"
+    rf"[!-9;-~{_U}]*+(?:(?::(?=[!-~{_U}])| +(?=[!-\"$-9;-~{_U}]))[!-9;-~{_U}]*+)*+"
 )
-_SQ = r"'[ -&(-~]*+'"  # no quote inside (no '' escape)
-_DQ = r'"[ !#-\[\]-~]*+"'  # no quote, no backslash escape
-_FLOW_ITEM = rf"(?:{_SQ}|{_DQ}|[A-Za-z0-9_./~][A-Za-z0-9_./~+@=-]*+)"
-_VALUE = rf"(?:{_PLAIN}|{_SQ}|{_DQ}|\[ *(?:{_FLOW_ITEM}(?: *, *{_FLOW_ITEM})*)? *\]|\{{ *\}})"
+_SQ = rf"'[ -&(-~{_U}]*+'"  # no quote inside (no '' escape)
+_DQ = rf'"[ !#-\[\]-~{_U}]*+"'  # no quote, no backslash escape
 # libyaml refuses simple keys longer than 1024 characters; "..." first would end the document.
 _KEY = r"(?:[A-Za-z0-9_]|\.(?!\.\.))[A-Za-z0-9_.-]{0,999}+"
+# Inside [...] and {...}: quoted, or plain without flow indicators, ':', '#' or spaces.
+_FLOW_ITEM = rf"(?:{_SQ}|{_DQ}|[A-Za-z0-9_./~{_U}][A-Za-z0-9_./~+@={_U}-]*+)"
+_FLOW_PAIR = rf"{_KEY}: +{_FLOW_ITEM}"
+_VALUE = (
+    rf"(?:{_PLAIN}|{_SQ}|{_DQ}|\[ *(?:{_FLOW_ITEM}(?: *, *{_FLOW_ITEM})*)? *\]"
+    rf"|\{{ *(?:{_FLOW_PAIR}(?: *, *{_FLOW_PAIR})*)? *\}})"
+)
 # (indent)(- )(key): (value) # comment, and the line's end. Lines are matched in place, not
 # split off: the 400,000 strings would be 27 MB of the peak. Anchored at each line's start (a
 # search would retry every position of a long line that does not match: quadratic).
@@ -454,7 +462,8 @@ _LINE_AT = re.compile(
     rf"( *+)(-(?: ++|$))?(?:({_KEY}):(?: ++|$))?({_VALUE})?+(?: *(?<![^ \n])#.*| *)(?:\n|\Z)",
     re.MULTILINE,
 ).match
-_FLOW_ITEMS = re.compile(r"'([^']*)'|\"([^\"]*)\"|([^ ,]+)").finditer
+# The items of a flow collection the line regex accepted: (key): 'single' "double" bare.
+_FLOW_ITEMS = re.compile(r"(?:([^ ,:'\"]+): +)?(?:'([^']*)'|\"([^\"]*)\"|([^ ,]+))").finditer
 _NOT_PLAIN = frozenset("'\"[{")
 
 
@@ -478,7 +487,7 @@ def _block(text: str, loader: yaml.SafeLoader) -> object:
     # names ("ns1...", "true") are resolved once and share one object.
     plains: dict[str, object] = {}
     keys: dict[str, object] = {}  # key text -> key: 100k domains share one "name"
-    flows: dict[str, tuple[object, ...]] = {}  # "[a, b]" text -> its items
+    flows: dict[str, tuple[tuple[object, object], ...]] = {}  # "[a, b]" -> its items
 
     def plain(text: str) -> object:
         value = plains.get(text, _NO_KEY)
@@ -495,17 +504,24 @@ def _block(text: str, loader: yaml.SafeLoader) -> object:
         first = text[0]
         if first == "'" or first == '"':
             return text[1:-1]
-        if first == "{":
-            return {}
-        if first != "[":
+        if first != "[" and first != "{":
             return plain(text)
         items = flows.get(text)
         if items is None:
             items = flows[text] = tuple(
-                sq if sq is not None else dq if dq is not None else plain(bare)
-                for sq, dq, bare in (m.groups() for m in _FLOW_ITEMS(text, 1, len(text) - 1))
+                (
+                    None if key is None else plain(key),
+                    sq if sq is not None else dq if dq is not None else plain(bare),
+                )
+                for key, sq, dq, bare in (m.groups() for m in _FLOW_ITEMS(text, 1, len(text) - 1))
             )
-        return list(items)  # a list of its own, as the checked path builds
+        # A collection of its own each time, as the checked path builds.
+        if first == "[":
+            return [value for _key, value in items]
+        mapping = dict(items)
+        if len(mapping) != len(items):
+            raise _Unsure  # a duplicate key
+        return mapping
 
     special = _NOT_PLAIN.union(resolvers)  # first characters that need more than the text
     # Open containers below the current one: (indent, container, is mapping, compact). A
