@@ -487,7 +487,7 @@ def _block(text: str, loader: yaml.SafeLoader) -> object:
     # names ("ns1...", "true") are resolved once and share one object.
     plains: dict[str, object] = {}
     keys: dict[str, object] = {}  # key text -> key: 100k domains share one "name"
-    flows: dict[str, tuple[tuple[object, object], ...]] = {}  # "[a, b]" -> its items
+    flows: dict[str, tuple[Any, ...]] = {}  # "[a, b]" -> its values, "{k: v}" -> its pairs
 
     def plain(text: str) -> object:
         value = plains.get(text, _NO_KEY)
@@ -508,16 +508,18 @@ def _block(text: str, loader: yaml.SafeLoader) -> object:
             return plain(text)
         items = flows.get(text)
         if items is None:
-            items = flows[text] = tuple(
+            pairs = [
                 (
                     None if key is None else plain(key),
                     sq if sq is not None else dq if dq is not None else plain(bare),
                 )
                 for key, sq, dq, bare in (m.groups() for m in _FLOW_ITEMS(text, 1, len(text) - 1))
-            )
-        # A collection of its own each time, as the checked path builds.
+            ]
+            items = flows[text] = tuple((value for _key, value in pairs) if first == "[" else pairs)
+        # A collection of its own each time, as the checked path builds (list() of a tuple
+        # allocates no spare room).
         if first == "[":
-            return [value for _key, value in items]
+            return list(items)
         mapping = dict(items)
         if len(mapping) != len(items):
             raise _Unsure  # a duplicate key
