@@ -301,6 +301,7 @@ def _join(path: str, key: str) -> str:
 
 _FALLBACK: Any = object()  # _fast_load's answer when the checked path must read the text
 _NO_KEY: Any = object()  # a mapping waits for its next key
+_MERGE: Any = object()  # a `<<` key
 
 
 class _Unsure(Exception):
@@ -339,17 +340,24 @@ def _fast_load(text: str) -> object:
 
 def _build(loader: yaml.SafeLoader) -> object:
     """One pass over the event stream, no recursion: _check_depth's bound, _check_graph's
-    (duplicate keys, recursive aliases, expanded size) and construction, inline."""
+    (duplicate keys, recursive aliases, expanded size) and construction, inline. Merge keys
+    (`<<: *defaults`) as SafeConstructor.flatten_mapping does them: the merged pairs first, in
+    order, then the mapping's own keys, which override merged ones. flatten_mapping drops a key
+    merged twice when both come from one string object (one node, or any one-character key)
+    and keeps the later one otherwise; rather than mirror that, a key merged twice falls back,
+    and so does merging a mapping that overrode a merged key (its node holds the key twice)."""
     get_event = loader.get_event
     resolvers = _RESOLVERS
     anchors: dict[str, tuple[object, int]] = {}  # anchor -> (object, expanded size)
     constructed: dict[str, object] = {}  # plain text -> non-str value (immutable: shared)
     keys: dict[str, str] = {}  # one string per distinct key: 100k domains share "name"
     # Open containers above the current one: (container, its key awaiting a value, anchor,
-    # expanded size before it started).
-    stack: list[tuple[Any, Any, str | None, int]] = []
+    # expanded size before it started, pairs merged into it).
+    stack: list[tuple[Any, Any, str | None, int, list[Any] | None]] = []
     container: Any = None  # the dict or list being filled; None at the top
     key: Any = _NO_KEY
+    merged: list[Any] | None = None  # the current mapping's merged pairs, if it has `<<`
+    overriding: set[int] = set()  # ids of mappings whose own keys overrode merged ones
     total = 0  # values once aliases are expanded, keys included (_check_graph's size)
     document: object = None
 
@@ -370,6 +378,9 @@ def _build(loader: yaml.SafeLoader) -> object:
             if event.implicit[0]:  # plain: resolved by its text, as BaseResolver.resolve does
                 for tag, regexp in resolvers.get(value[:1], ()):
                     if regexp.match(value):
+                        if tag == _MERGE_TAG:
+                            value = _MERGE
+                            break
                         text = value
                         value = constructed.get(text, _NO_KEY)
                         if value is _NO_KEY:
@@ -385,14 +396,25 @@ def _build(loader: yaml.SafeLoader) -> object:
                 raise _Unsure
             if key is _NO_KEY and type(container) is dict:
                 raise _Unsure  # a complex key
-            stack.append((container, key, event.anchor, total))
+            stack.append((container, key, event.anchor, total, merged))
             total += 1
             container = {} if kind is MappingStartEvent else []
             key = _NO_KEY
+            merged = None
             continue
         elif kind is MappingEndEvent or kind is SequenceEndEvent:
             value = container
-            container, key, anchor, before = stack.pop()
+            if merged is not None:
+                own = list(value.items())
+                value.clear()
+                value.update(merged)
+                if len(value) != len(merged):
+                    raise _Unsure  # a key merged twice
+                for name, item in own:
+                    if name in value:
+                        overriding.add(id(value))
+                    value[name] = item
+            container, key, anchor, before, merged = stack.pop()
             if anchor is not None:
                 if anchor in anchors:
                     raise _Unsure
@@ -407,12 +429,29 @@ def _build(loader: yaml.SafeLoader) -> object:
             break
         else:
             raise _Unsure
+        if value is _MERGE and (key is not _NO_KEY or type(container) is not dict):
+            raise _Unsure  # `<<` as a value: an error
         if type(container) is dict:
-            if key is not _NO_KEY:
+            if key is _MERGE:
+                if merged is None:
+                    merged = []
+                sources = [value] if type(value) is dict else value
+                if type(sources) is not list:
+                    raise _Unsure  # not a mapping or a list of mappings: an error
+                for source in sources:
+                    if type(source) is not dict or id(source) in overriding:
+                        raise _Unsure
+                    merged.extend(source.items())
+                key = _NO_KEY
+            elif key is not _NO_KEY:
                 container[key] = value
                 key = _NO_KEY
-            elif kind is not ScalarEvent or event.anchor is not None or value in container:
-                raise _Unsure  # an alias or anchored key (rare), or a duplicate key
+            elif kind is not ScalarEvent or event.anchor is not None:
+                raise _Unsure  # an alias or anchored key (rare)
+            elif value is _MERGE:
+                key = _MERGE
+            elif value in container:
+                raise _Unsure  # a duplicate key: the checked path says where
             else:
                 key = keys.setdefault(value, value) if type(value) is str else value
         elif container is not None:

@@ -302,6 +302,44 @@ TOKENS = [
 ]  # fmt: skip
 
 
+@st.composite
+def merge_documents(draw: st.DrawFn) -> str:
+    """Anchored mappings merging earlier ones (`<<: *m0`, `<<: [*m1, *m0]`, twice, inline),
+    with keys that override, repeat or equal each other (1, 1.0, true)."""
+    items = st.sampled_from(
+        ["x: 1", "y: 2", "x: 3", "z: [1]", "1: a", "1.0: b", "true: c", "w: {q: 1}", "'<<': 4"]
+    )
+    lines = []
+    count = draw(st.integers(1, 4))
+    for i in range(count + 1):
+        pairs = draw(st.lists(items, max_size=3, unique=True))
+        for _ in range(draw(st.integers(0, 2)) if i else 0):
+            refs = draw(st.lists(st.integers(0, i - 1), min_size=1, max_size=3))
+            merge = draw(
+                st.sampled_from(
+                    [
+                        f"<<: *m{refs[0]}",
+                        "<<: [" + ", ".join(f"*m{r}" for r in refs) + "]",
+                        "<<: {v: 9}",
+                        "<<: 1",
+                    ]
+                )
+            )
+            pairs.insert(draw(st.integers(0, len(pairs))), merge)
+        name = f"m{i}: &m{i}" if i < count else "last:"
+        if draw(st.booleans()):
+            lines.append(f"{name} {{{', '.join(pairs)}}}")
+        else:
+            lines.append(name + "".join(f"\n  {pair}" for pair in pairs) if pairs else name)
+    return "\n".join(lines) + "\n"
+
+
+@given(merge_documents())
+@EXAMPLES
+def test_merge_keys_agree_with_the_checked_path(text: str) -> None:
+    compare(text)
+
+
 @given(st.lists(st.sampled_from(TOKENS), max_size=40).map("".join))
 @EXAMPLES
 def test_token_soup_agrees_with_the_checked_path(text: str) -> None:
@@ -350,7 +388,31 @@ CASES = [
     ("a: &x [*x]\n", (False, False)),  # recursive
     ("a: &x 1\nb: &x 2\n", (False, False)),  # duplicate anchor
     ("a: &x [1]\n*x : 2\n", (False, False)),  # alias as a key
-    ("base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n", (False, False)),  # merge: the checked path
+    ("base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n", (False, True)),  # merge keys
+    ("a: &a {x: 1, y: 2}\nb: &b {z: 4}\nc:\n  <<: [*a, *b]\n  w: 5\n", (False, True)),
+    # A key merged twice: PyYAML keeps the first when both keys are one string object (any
+    # one-character key), else the last. The fast reader leaves that to the checked path.
+    ("a: &a {x: 1, y: 2}\nb: &b {y: 3, z: 4}\nc:\n  <<: [*a, *b]\n", (False, False)),
+    ("a: &a {xx: 1}\nb: &b {xx: 2}\nc: {<<: [*a, *b]}\n", (False, False)),
+    ("a: &a {x: 1}\nb: {x: 2, <<: *a, y: 3}\n", (False, True)),  # own keys win, order kept
+    ("a: &a {x: 1}\nb: &b {y: 2}\nc: {<<: *a, <<: *b}\n", (False, True)),
+    ("a: &a {x: 1}\nb: &b {x: 2}\nc: {<<: *a, <<: *b}\n", (False, False)),
+    ("a: &a {x: 1}\nb: &b {<<: *a, y: 2}\nc: {<<: *b, z: 3}\n", (False, True)),
+    ("a: &a {x: 1}\nb: &b {<<: *a, x: 2}\nc: {<<: *b, 1: 3}\n", (False, False)),  # b has x twice
+    ("a: &a {1: x}\nb: {<<: *a, 1.0: y, true: z}\n", (False, False)),  # 1.0 == True: duplicate
+    ("a: &a {1: x}\nb: {<<: *a, 1.0: y}\n", (False, True)),  # the key stays the int 1
+    ("c: {<<: {x: 1}, y: 2}\n", (False, True)),
+    ("c: {<<: []}\n", (False, True)),
+    ("a: &a {l: [1]}\nb: {<<: *a}\n", (False, True)),  # b.l is a.l
+    ("a: &a [{x: 1}, {y: 2}]\nb: {<<: *a}\n", (False, True)),
+    ("c: {<<: 1}\n", (False, False)),
+    ("c: {<<: [1]}\n", (False, False)),
+    ("a: &a {x: 1}\nc: {<<: [*a, [1]]}\n", (False, False)),
+    ("c: <<\n", (False, False)),
+    ("- <<\n", (False, False)),
+    ("<<: {x: 1}\n", (False, True)),  # at the top level too
+    ('"<<": 1\n', (False, True)),  # quoted: a plain string key
+    ("a: &a {x: 1}\nb: {&k <<: *a}\n", (False, False)),  # an anchored key: no fast path
     ("a: !!str 1\n", (False, False)),
     ("a: !!binary aGk=\n", (False, False)),
     ("a: ! 1\n", (False, False)),
