@@ -147,6 +147,7 @@ def read(
     blob of at most MAX_RECORD_BYTES). PATH must be a database (sniff). Raises StateError when
     it is not a usable state database (or its records are of a version not in
     `record_versions`), OSError when it cannot be read now."""
+    _read_ahead(path)
     with _connect(path) as conn:
         try:
             info = _check_schema(conn)
@@ -160,6 +161,21 @@ def read(
             return ReadInfo(mark, record_version)
         except _ERRORS as exc:
             raise _classify(exc) from None
+
+
+def _read_ahead(path: Path) -> None:
+    """Ask the kernel to read the whole file in, in the background: a cold 400 MB database
+    (100k domains) is read in one sequential sweep while the first records are decoded,
+    rather than page by page as the b-tree is walked."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
 
 def write(

@@ -19,10 +19,10 @@ import dataclasses
 import enum
 import json
 import math
-import operator
 import os
 import sys
 import tempfile
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -187,29 +187,49 @@ def load(hint: Any, raw: object) -> Any:
 def reader(hint: Any) -> Reader:
     found = _READERS.get(hint)
     if found is None:
-        found = _READERS[hint] = _reader_for(hint)
+        with _BUILD_LOCK:
+            found = _READERS.get(hint)
+            if found is None and hint in _BUILDING:
+                # A dataclass that contains itself: its reader is found when it is called.
+                return lambda raw, shared: _READERS[hint](raw, shared)
+            if found is None:
+                _BUILDING.add(hint)
+                try:
+                    found = _READERS[hint] = _reader_for(hint)
+                finally:
+                    _BUILDING.discard(hint)
     return found
+
+
+_BUILD_LOCK = threading.RLock()  # two loads at once (tests) build each reader once
+_BUILDING: set[Any] = set()
 
 
 def load_dataclass(cls: type, raw: object, skip: frozenset[str] = frozenset()) -> Any:
     """A `cls` from a JSON object: unknown keys ignored, missing fields take their defaults
     (StateError when a field without default is missing), `skip` fields left to the caller."""
-    key = (cls, skip)
-    found = _READERS.get(key)
-    if found is None:
-        found = _READERS[key] = _compiled(cls, skip, "make")
-    return found(raw, {})
+    return _variant(cls, skip, "make")(raw, {})
 
 
 def load_fields(cls: type, raw: object, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The checked, converted fields of a `cls` present in a JSON object (not the instance):
     for a caller that builds the instance itself, e.g. with fields of its own."""
-    key = ("fields", cls, skip)
-    found = _READERS.get(key)
-    if found is None:
-        found = _READERS[key] = _compiled(cls, skip, "fields")
-    result: dict[str, Any] = found(raw, {})
+    result: dict[str, Any] = _variant(cls, skip, "fields")(raw, {})
     return result
+
+
+def _variant(cls: type, skip: frozenset[str], mode: str) -> Callable[..., Any]:
+    key = (cls, skip, mode)
+    found = _VARIANTS.get(key)
+    if found is None:
+        with _BUILD_LOCK:
+            found = _VARIANTS.get(key)
+            if found is None:
+                found = _VARIANTS[key] = _compile_reader(cls, skip, mode)
+    return found
+
+
+_VARIANTS: dict[tuple[type, frozenset[str], str], Callable[..., Any]] = {}
 
 
 class Decoder:
@@ -221,6 +241,7 @@ class Decoder:
         self.shared: Shared = {}
         self._numbers = _Numbers()
         self._json = json.JSONDecoder(parse_float=self._numbers.__getitem__)
+        self._scan: Callable[[str, int], tuple[object, int]] = self._json.scan_once  # type: ignore[attr-defined]
 
     def decode(self, data: bytes) -> object:
         """decode() of one record."""
@@ -228,6 +249,16 @@ class Decoder:
             self._numbers.clear()
         if len(self.shared) > SHARE_LIMIT:
             self.shared.clear()
+        # The common case without json.loads' detours: an object in UTF-8 and nothing else
+        # (what detect_encoding calls UTF-8: no BOM, no NUL in the first two bytes).
+        if data[:1] == b"{" and data[1:2] not in (b"\x00", b"") and data[-1:] == b"}":
+            try:
+                text = data.decode("utf-8", "surrogatepass")
+                document, end = self._scan(text, 0)
+                if end == len(text):
+                    return document
+            except (StopIteration, ValueError, RecursionError, MemoryError):
+                pass  # the careful way below says what is wrong
         return _parse(data, self._json)
 
     def share(self, value: _T) -> _T:
@@ -238,15 +269,8 @@ class Decoder:
     def onto(self, base: _T, raw: object, skip: frozenset[str]) -> _T:
         """A record of `base`'s dataclass with base's `skip` fields and the other fields read
         from `raw` (a JSON object, as load_dataclass reads it)."""
-        key = (type(base), skip)
-        found = _ONTO.get(key)
-        if found is None:
-            found = _ONTO[key] = _compiled(type(base), skip, "onto")
-        made: _T = found(raw, self.shared, base)
+        made: _T = _variant(type(base), skip, "onto")(raw, self.shared, base)
         return made
-
-
-_ONTO: dict[tuple[type, frozenset[str]], Callable[..., Any]] = {}
 
 
 class _Numbers(dict[str, float]):
@@ -272,31 +296,41 @@ _COPIERS: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
 
 
 def _copier(cls: type) -> Callable[[Any, dict[str, Any]], Any]:
-    names = [f.name for f in dataclasses.fields(cls)]
-    found = [_slot_setter(cls, name) for name in names]
-    setters = [s for s in found if s is not None]
-    if _has_post_init(cls) or len(setters) != len(names) or len(names) < 2:
+    builder = _builder(cls)
+    if builder is None:
         return lambda record, changes: dataclasses.replace(record, **changes)
-    getter = operator.attrgetter(*names)
-
-    def copy(record: Any, changes: dict[str, Any]) -> Any:
-        made: Any = object.__new__(cls)
-        for name, value, setter in zip(names, getter(record), setters, strict=True):
-            setter(made, changes.pop(name) if name in changes else value)
-        if changes:
-            raise TypeError(f"{cls.__name__} has no field {next(iter(changes))!r}")
-        return made
-
+    names = [f.name for f in dataclasses.fields(cls)]
+    namespace: dict[str, Any] = {"Builder": builder, "cls": cls}
+    lines = ["def copy(record, changes):", "    made = Builder()"]
+    lines += [f"    made.{n} = changes.pop({n!r}, record.{n})" for n in names]
+    lines += [
+        "    if changes:",
+        "        raise TypeError(f'{cls.__name__} has no field {next(iter(changes))!r}')",
+        "    made.__class__ = cls",
+        "    return made",
+    ]
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built from field names only
+    copy: Callable[[Any, dict[str, Any]], Any] = namespace["copy"]
     return copy
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None] | None:
-    """The slot's own setter (a frozen dataclass's __setattr__ refuses), or None."""
-    slot = getattr(cls, name, None)
-    if isinstance(slot, types.MemberDescriptorType):
-        setter: Callable[[Any, Any], None] = slot.__set__
-        return setter
-    return None
+def _builder(cls: type) -> type | None:
+    """A plain class with `cls`'s slots, or None. An instance of a frozen dataclass is filled
+    in fastest as one of these (plain attribute stores, no __init__, no frozen __setattr__)
+    and then made a `cls` by assigning __class__: a third of the cost of calling each slot's
+    setter, and a tenth of __init__. Only for a dataclass whose __init__ would just store the
+    fields (no __post_init__) in slots of its own; Python checks that the layouts match."""
+    slots = cls.__dict__.get("__slots__")
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    if _has_post_init(cls) or cls.__bases__ != (object,) or tuple(slots or ()) != names:
+        return None
+    builder = type(f"{cls.__name__}Builder", (), {"__slots__": names})
+    try:
+        probe = builder()
+        probe.__class__ = cls
+    except TypeError:  # a layout Python does not let us convert
+        return None
+    return builder
 
 
 def _has_post_init(cls: type) -> bool:
@@ -322,7 +356,8 @@ def _reader_for(hint: Any) -> Reader:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return _enum_reader(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _compiled(hint, frozenset(), "make")
+        compiled: Reader = _compile_reader(hint, frozenset(), "make")
+        return compiled
     raise StateError(f"cannot restore type {hint!r}")
 
 
@@ -385,29 +420,39 @@ def _sequence_reader(container: Any, args: tuple[Any, ...]) -> Reader:
     def read(raw: Any, shared: Shared) -> Any:
         if type(raw) is not list:
             raise _wrong("a list", raw)
-        if valid(raw):
-            if not texts or len(raw) > _SHARE_MAX_ITEMS:
-                return container(raw)
-            found = shared.get(items := tuple(raw))
-            if found is None:
+        if texts and len(raw) <= _SHARE_MAX_ITEMS:
+            # Equal to a tuple of text met before: text too (only text equals text).
+            try:
+                found = shared.get(items := tuple(raw))
+            except TypeError:  # a list or an object in it
+                found = None
+            if found is not None:
+                return found
+            if valid(raw):
                 keep = shared.setdefault
                 found = shared[items] = tuple([keep(x, x) for x in raw])
-            return found
+                return found
+        elif valid(raw):
+            return container(raw)
         try:
             values = [item(x, shared) for x in raw]
         except StateError:  # again, one by one, to say where
             return container(_each([item] * len(raw), raw, shared))
         if not records or len(values) > _SHARE_MAX_ITEMS:
             return container(values)
-        # Shared records are one object per value: their identities are the tuple's value
-        # (the tuple keeps them alive as long as its key is in `shared`).
-        key = (_IDS, *map(id, values))
-        found = shared.get(key)
-        if found is None:
-            found = shared[key] = tuple(values)
-        return found
+        return _shared_tuple(values, shared)
 
     return read
+
+
+def _shared_tuple(values: list[Any], shared: Shared) -> tuple[Any, ...]:
+    # Shared records are one object per value: their identities are the tuple's value (the
+    # tuple keeps them alive as long as its key is in `shared`).
+    key = (_IDS, *map(id, values))
+    found: tuple[Any, ...] | None = shared.get(key)
+    if found is None:
+        found = shared[key] = tuple(values)
+    return found
 
 
 def _each(readers: list[Reader], raw: list[Any], shared: Shared) -> list[Any]:
@@ -431,22 +476,33 @@ def _mapping_reader(key_hint: Any, value_hint: Any) -> Reader:
     # A mapping of text to text, flags or None (DnsResult.lame) is one object per value;
     # keyed with a marker of its own type ({"a": True} and {"a": 1} are equal mappings).
     whole = key_hint is str and _key_safe(value_hint)
+    # Equal to a mapping met before means valid too when its values can only be text or None.
+    early = whole and (_scalar_types(value_hint) or {bool}) <= {str, type(None)}
     marker = object()
 
     def read(raw: Any, shared: Shared) -> Any:
         if type(raw) is not dict:
             raise _wrong("an object", raw)
-        if valid(raw):
-            keep = shared.setdefault
-            if not whole or len(raw) > _SHARE_MAX_ITEMS:
-                return {keep(k, k): v for k, v in raw.items()}
+        if whole and len(raw) <= _SHARE_MAX_ITEMS:
             key = (marker, *raw.items())
-            found = shared.get(key)
-            if found is None:
-                found = shared[key] = {
-                    keep(k, k): keep(v, v) if type(v) is str else v for k, v in raw.items()
-                }
-            return found
+            if early:
+                try:
+                    found = shared.get(key)
+                except TypeError:  # a list or an object in it
+                    found = None
+                if found is not None:
+                    return found
+            if valid(raw):
+                found = shared.get(key)
+                if found is None:
+                    keep = shared.setdefault
+                    found = shared[key] = {
+                        keep(k, k): keep(v, v) if type(v) is str else v for k, v in raw.items()
+                    }
+                return found
+        elif valid(raw):
+            keep = shared.setdefault
+            return {keep(k, k): v for k, v in raw.items()}
         out = {}
         for k, v in raw.items():
             try:
@@ -490,12 +546,12 @@ def _memo_plan(hint: Any) -> list[tuple[str, str]] | None:
     "id" (a shared record or tuple of them: its identity) or "none" (anything else that may
     be None: shared only while it is None). None: never shared (not a frozen dataclass, or a
     field of another kind, such as a mapping that is not optional)."""
-    if hint in _PLANS:
-        return _PLANS[hint]
-    _PLANS[hint] = None  # a record that contains itself is not shared
-    plan = _make_plan(hint)
-    _PLANS[hint] = plan
-    return plan
+    with _BUILD_LOCK:
+        if hint in _PLANS:
+            return _PLANS[hint]
+        _PLANS[hint] = None  # a record that contains itself is not shared
+        plan = _PLANS[hint] = _make_plan(hint)
+        return plan
 
 
 def _make_plan(cls: Any) -> list[tuple[str, str]] | None:
@@ -513,20 +569,20 @@ def _make_plan(cls: Any) -> list[tuple[str, str]] | None:
         options = [a for a in _options(hint) if a is not type(None)]
         if _key_safe(hint) or all(_is_text_tuple(a) for a in options):
             plan.append((f.name, "value"))
-        elif len(options) == 1 and (
-            _memo_plan(options[0]) is not None
-            or (
-                typing.get_origin(options[0]) is tuple
-                and typing.get_args(options[0])[1:] == (Ellipsis,)
-                and _memo_plan(typing.get_args(options[0])[0]) is not None
-            )
-        ):
+        elif len(options) == 1 and _memo_plan(_records_of(options[0])) is not None:
             plan.append((f.name, "id"))
         elif len(options) < len(_options(hint)):
             plan.append((f.name, "none"))
         else:
             return None
     return plan
+
+
+def _records_of(hint: Any) -> Any:
+    """The dataclass of a tuple[Record, ...], or the hint itself."""
+    if typing.get_origin(hint) is tuple and typing.get_args(hint)[1:] == (Ellipsis,):
+        return typing.get_args(hint)[0]
+    return hint
 
 
 def _options(hint: Any) -> tuple[Any, ...]:
@@ -540,139 +596,248 @@ def _is_text_tuple(hint: Any) -> bool:
     return typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, Ellipsis)
 
 
-def _compiled(cls: type, skip: frozenset[str], mode: str) -> Callable[..., Any]:
-    """Compiled into one function per dataclass on first use (not at creation: a dataclass may
-    refer to itself), with the common checks inline: restoring 100k domains walks ~10M values,
-    and a function call per value was most of the time. `mode`: "make" an instance, "onto" a
-    base (read(raw, shared, base): the `skip` fields are base's), or the "fields" present."""
-    compiled: Any = None
-
-    def read(raw: Any, shared: Shared, base: Any = None) -> Any:
-        nonlocal compiled
-        if compiled is None:
-            compiled = _compile_reader(cls, skip, mode)
-        return compiled(raw, shared, base)
-
-    return read
+def _is_record(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _compile_reader(cls: type, skip: frozenset[str], mode: str) -> Callable[..., Any]:
+    """One function per dataclass, built on first use (not at creation: a dataclass may refer
+    to itself), with the common cases inline: restoring 100k domains walks ~10M values, and a
+    function call per value was most of the time. Each field is read the fast way first (a
+    nested record by its own compiled reader, text shared, a tuple of text looked up whole);
+    whatever that refuses goes to the field's full reader, which refuses it too and says
+    where. `mode`: "make" an instance, "onto" a base (read(raw, shared, base): the `skip`
+    fields are base's), or the "fields" present (a dict)."""
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
-    setters = {f.name: _slot_setter(cls, f.name) for f in fields}
     # Filled in without __init__ (a frozen dataclass's __init__ costs a call per field) when
-    # it would only store the fields: no __post_init__, and slots to store them in.
-    direct = not _has_post_init(cls) and None not in setters.values()
+    # it would only store the fields: see _builder. Otherwise the fields are collected for it.
+    builder = _builder(cls) if mode != "fields" else None
     namespace: dict[str, Any] = {
         "StateError": StateError,
         "_wrong": _wrong,
         "cls": cls,
-        "new": object.__new__,
+        "Builder": builder,
+        "EMPTY": _EMPTY,
+        "ABSENT": _EMPTY,
+        "MAX_ITEMS": _SHARE_MAX_ITEMS,
+        "shared_tuple": _shared_tuple,
     }
     lines = [
-        "def read(raw, shared, base):",
+        "def read(raw, shared, base=None):",
         "    if type(raw) is not dict:",
         "        raise _wrong('an object', raw)",
-        "    keep = shared.setdefault",
     ]
+    early = _early_lines(cls, hints, namespace) if mode == "make" else []
+    lines += early
     if mode == "fields":
         lines.append("    out = {}")
+    elif builder is not None:
+        lines.append("    made = Builder()")
+
+    def target(i: int, f: dataclasses.Field[Any]) -> str:
+        if mode == "fields":
+            return f"out[{f.name!r}]"
+        return f"made.{f.name}" if builder is not None else f"f{i}"
+
     for i, f in enumerate(fields):
-        name = repr(f.name)
+        name, to = repr(f.name), target(i, f)
         if f.default is not dataclasses.MISSING:
             namespace[f"default{i}"] = f.default
-            default = f"default{i}"
+            default = [f"{to} = default{i}"]
+        elif f.default_factory is dict:  # an empty mapping, shared like any other
+            default = [
+                "v = shared.get(EMPTY)",
+                "if v is None:",
+                "    v = shared[EMPTY] = {}",
+                f"{to} = v",
+            ]
         elif f.default_factory is not dataclasses.MISSING:
             namespace[f"factory{i}"] = f.default_factory
-            default = f"factory{i}()"
+            default = [f"{to} = factory{i}()"]
         else:
-            default = ""
-        if f.name in skip:
-            if mode == "onto":
-                lines.append(f"    f{i} = base.{f.name}")
+            default = [f"raise StateError('missing').at({name})"]
+        if f.name in skip and mode == "onto":
+            lines.append(f"    {to} = base.{f.name}")
             continue
         # repr=False fields were never written; a file that has one is not trusted with it
-        if not f.init or not f.repr:
+        if f.name in skip or not f.init or not f.repr:
             if mode != "fields":
-                lines.append(f"    f{i} = {default}")
+                lines += [f"    {line}" for line in default]
             continue
         hint = hints[f.name]
-        namespace[f"read{i}"] = reader(hint)
-        convert = [
-            "            try:",
-            f"                v = read{i}(v, shared)",
-            "            except StateError as exc:",
-            f"                raise exc.at({name}) from None",
-        ]
-        lines += [f"    if {name} in raw:", f"        v = raw[{name}]"]
-        options = _options(hint)
-        if str in options:  # text is shared; the rest as below
-            others = [_fast_check(a) for a in options if a is not str]
-            rest = " or ".join(c for c in others if c is not None)
-            lines += ["        if type(v) is str:", "            v = keep(v, v)"]
-            if rest and None not in others:
-                lines += [f"        elif not ({rest}):", *convert]
-            else:
-                lines += ["        else:", *convert]
-        else:
-            fast = _fast_check(hint)
-            if fast is None:
-                lines += [line[4:] for line in convert]
-            else:  # already the right value as it is: no call; otherwise the reader decides
-                lines += [f"        if not ({fast}):", *convert]
-        if mode == "fields":
-            lines.append(f"        out[{name}] = v")
-            if not default:
-                lines += ["    else:", f"        raise StateError('missing').at({name})"]
+        namespace[f"full{i}"] = reader(hint)
+        if mode != "fields" and f.default is None and type(None) in _options(hint):
+            # Absent and null are both None, which needs no check (a dict.get is the
+            # cheapest lookup there is: half of `in` and [] together).
+            lines.append(f"    v = raw.get({name})")
+            lines += [f"    {line}" for line in _value_lines(i, f.name, hint, namespace, "None")]
+            lines.append(f"    {to} = v")
             continue
-        lines.append(f"        f{i} = v")
-        lines += ["    else:"]
-        if default:
-            lines.append(f"        f{i} = {default}")
+        lines += [f"    v = raw.get({name}, ABSENT)", "    if v is ABSENT:"]
+        if mode == "fields":
+            lines.append("        " + (default[0] if default[0].startswith("raise") else "pass"))
         else:
-            lines.append(f"        raise StateError('missing').at({name})")
+            lines += [f"        {line}" for line in default]
+        lines.append("    else:")
+        lines += [f"        {line}" for line in _value_lines(i, f.name, hint, namespace, "")]
+        lines.append(f"        {to} = v")
     if mode == "fields":
         lines.append("    return out")
     else:
-        plan = _memo_plan(cls) if mode == "make" else None
-        index = {f.name: i for i, f in enumerate(fields)}
-        if plan is not None:
-            nulls = [f"f{index[n]} is None" for n, how in plan if how == "none"]
-            parts = ["cls"] + [
-                f"f{index[n]}" if how == "value" else f"id(f{index[n]})"
-                for n, how in plan
-                if how != "none"
-            ]
-            lines.append(f"    key = ({', '.join(parts)},)")
-            if nulls:
-                lines[-1] += f" if {' and '.join(nulls)} else None"
-                lines += ["    if key is not None:", "        made = shared.get(key)"]
-                lines += ["        if made is not None:", "            return made"]
-            else:
-                lines += ["    made = shared.get(key)", "    if made is not None:"]
-                lines += ["        return made"]
-        if direct:
-            lines.append("    made = new(cls)")
-            for i, f in enumerate(fields):
-                namespace[f"set{i}"] = setters[f.name]
-                lines.append(f"    set{i}(made, f{i})")
-        else:
-            args = ", ".join(f"{f.name}=f{i}" for i, f in enumerate(fields) if f.init)
-            lines += [
-                "    try:",
-                f"        made = cls({args})",
-                "    except (TypeError, ValueError) as exc:  # a __post_init__ that validates",
-                "        raise StateError(str(exc)[:120]) from None",
-            ]
-        if plan is not None:
-            if any(how == "none" for _n, how in plan):
-                lines += ["    if key is not None:", "        shared[key] = made"]
-            else:
-                lines.append("    shared[key] = made")
-        lines.append("    return made")
-    exec("\n".join(lines), namespace)  # noqa: S102 - source built from field names only
+        lines += _make_lines(cls, fields, builder, mode, namespace)
+        if early:  # also under the key of its JSON object, as it came
+            lines[-1:] = ["    if early is not None:", "        shared[early] = made", lines[-1]]
+    # Named after the class and mode, so that profiles and tracebacks say which reader ran.
+    code = compile("\n".join(lines), f"<state reader: {mode} {cls.__qualname__}>", "exec")
+    exec(code, namespace)  # noqa: S102 - source built from field names only
     compiled: Callable[..., Any] = namespace["read"]
     return compiled
+
+
+_EMPTY = object()  # key of a load's one empty mapping; a field absent from a JSON object
+
+
+def _value_lines(i: int, name: str, hint: Any, namespace: dict[str, Any], none: str) -> list[str]:
+    """Statements that turn `v` (the field's JSON value; `none`: "None" when None is to be
+    kept as it is) into the field's value, or raise StateError located at the field. The
+    fast way first; whatever it refuses goes to the field's full reader (full{i}), which
+    refuses it too and says where."""
+    full = [
+        "    try:",
+        f"        v = full{i}(v, shared)",
+        "    except StateError as exc:",
+        f"        raise exc.at({name!r}) from None",
+    ]
+    options = [a for a in _options(hint) if a is not type(None)]
+    only = options[0] if len(options) == 1 else None
+    unless_none = " and v is not None" if none else ""
+    if_not_none = "if v is not None:" if none else "if True:"
+    if str in options:  # text is shared
+        rest = [_fast_check(a) for a in options if a is not str]
+        ok = " or ".join(c for c in rest if c) if rest and None not in rest else ""
+        lines = ["if type(v) is str:", "    v = shared.setdefault(v, v)"]
+        if ok:
+            return [*lines, f"elif not ({ok}){unless_none}:", *full]
+        return [*lines, "elif v is not None:" if none else "else:", *full]
+    fast = _fast_check(typing.Union[tuple(options)]) if options else None  # noqa: UP007
+    if fast is not None:
+        return [f"if not ({fast}){unless_none}:", *full]
+    if only in _SCALARS:  # a datetime: its own reader, without the union's
+        namespace[f"scalar{i}"] = _SCALARS[only]
+        convert = f"v = scalar{i}(v, shared)"
+    elif only is not None and _is_record(only):
+        namespace[f"record{i}"] = reader(only)
+        convert = f"v = record{i}(v, shared) if type(v) is dict else full{i}(v, shared)"
+    elif only is not None and _is_text_tuple(only):
+        # Equal to a tuple of text met before: text too (only text equals text). A list
+        # or an object in it cannot be a key: TypeError, and the full reader says why.
+        convert = (
+            f"v = (shared.get(tuple(v)) or full{i}(v, shared)) if type(v) is list "
+            f"and len(v) <= MAX_ITEMS else full{i}(v, shared)"
+        )
+    elif only is not None and _is_record(_records_of(only)):  # tuple[Record, ...]
+        namespace[f"record{i}"] = reader(_records_of(only))
+        share = "shared_tuple(v, shared)" if _memo_plan(_records_of(only)) else "tuple(v)"
+        convert = (
+            f"v = [record{i}(x, shared) for x in v] if type(v) is list else full{i}(v, shared)"
+            f"\nv = {share} if type(v) is list and len(v) <= MAX_ITEMS else tuple(v)"
+        )
+    elif (
+        typing.get_origin(only) in (dict, Mapping)
+        and typing.get_args(only)[0] is str
+        and _is_record(typing.get_args(only)[1])
+    ):  # Mapping[str, Record]: JSON's keys are text
+        namespace[f"record{i}"] = reader(typing.get_args(only)[1])
+        convert = (
+            f"v = {{shared.setdefault(k, k): record{i}(x, shared) for k, x in v.items()}}"
+            f" if type(v) is dict else full{i}(v, shared)"
+        )
+    else:
+        return [if_not_none, *full]
+    return [
+        if_not_none,
+        "    try:",
+        *(f"        {line}" for line in convert.split("\n")),
+        "    except (StateError, TypeError):  # said again by the full reader, with where",
+        *(f"    {line}" for line in full),
+    ]
+
+
+def _early_lines(cls: type, hints: dict[str, Any], namespace: dict[str, Any]) -> list[str]:
+    """A shared record of flat fields (text, flags, numbers: a contact, a verdict, a check
+    that never ran) is looked up by its JSON object's items first, before any field is read:
+    equal items mean an equal record, once the flags and numbers are checked to be of their
+    types (True == 1). The object's items and the fields' values are two keys of one record."""
+    plan = _memo_plan(cls)
+    if plan is None or any(how == "id" or _is_text_tuple_field(hints[n]) for n, how in plan):
+        return []
+    namespace["EARLY"] = object()
+    absent = [f"raw.get({n!r}) is None" for n, how in plan if how == "none"]
+    exact = []
+    for n, how in plan:
+        types_ = _scalar_types(hints[n]) if how == "value" else None
+        if types_ and types_ & {bool, int}:
+            checks = " or ".join(_FAST[t].replace("v", "x") for t in sorted(types_, key=str))
+            exact.append(f"((x := raw.get({n!r})) is None or {checks})")
+    return [
+        "    early = None",
+        f"    if {' and '.join(absent) or 'True'}:",
+        "        try:",
+        "            made = shared.get(early := (EARLY, *raw, *raw.values()))",
+        "        except TypeError:  # a list or an object in it: read it field by field",
+        "            made = early = None",
+        f"        if made is not None and {' and '.join(exact) or 'True'}:",
+        "            return made",
+    ]
+
+
+def _is_text_tuple_field(hint: Any) -> bool:
+    return any(_is_text_tuple(a) for a in _options(hint))
+
+
+def _make_lines(
+    cls: type,
+    fields: tuple[dataclasses.Field[Any], ...],
+    builder: type | None,
+    mode: str,
+    namespace: dict[str, Any],
+) -> list[str]:
+    """The end of a compiled reader: the instance (shared if it can be)."""
+    lines = []
+    plan = _memo_plan(cls) if mode == "make" else None
+    index = {f.name: i for i, f in enumerate(fields)}
+
+    def value(name: str) -> str:
+        return f"made.{name}" if builder is not None else f"f{index[name]}"
+
+    if plan is not None:
+        nulls = [f"{value(n)} is None" for n, how in plan if how == "none"]
+        parts = ["cls"] + [
+            value(n) if how == "value" else f"id({value(n)})" for n, how in plan if how != "none"
+        ]
+        condition = f" if {' and '.join(nulls)} else None" if nulls else ""
+        lines += [
+            f"    key = ({', '.join(parts)},){condition}",
+            "    if key is not None:",
+            "        found = shared.get(key)",
+            "        if found is not None:",
+            "            return found",
+        ]
+    if builder is not None:
+        lines.append("    made.__class__ = cls")
+    else:
+        args = ", ".join(f"{f.name}=f{i}" for i, f in enumerate(fields) if f.init)
+        lines += [
+            "    try:",
+            f"        made = cls({args})",
+            "    except (TypeError, ValueError) as exc:  # a __post_init__ that validates",
+            "        raise StateError(str(exc)[:120]) from None",
+        ]
+    if plan is not None:
+        lines += ["    if key is not None:", "        shared[key] = made"]
+    lines.append("    return made")
+    return lines
 
 
 # Python expressions true exactly when `v` is already a valid value of the type, as parsed

@@ -193,14 +193,18 @@ class StatusStore:
         Known domains keep their results; removed ones are dropped, so their series vanish."""
         with self._lock:
             fresh: dict[str, DomainStatus] = {}
+            known = self._domains
             for name, labels, expected in domains:
-                old = self._domains.get(name)
-                if old is None:
-                    old = DomainStatus(name=name)
+                # The config's own mapping when it is a dict: equal label sets are one shared
+                # dict there (never mutated), and 100k copies would cost ~20 MB.
+                own = labels if type(labels) is dict else dict(labels)
+                old = known.get(name)
+                if old is None:  # built directly: replace() per new domain cost ~1 s at 100k
+                    fresh[name] = DomainStatus(name=name, labels=own, expected_nameservers=expected)
                 elif old.labels == labels and old.expected_nameservers == expected:
                     fresh[name] = old  # unchanged: the same record (caches keyed on it hold)
-                    continue
-                fresh[name] = replace(old, labels=dict(labels), expected_nameservers=expected)
+                else:
+                    fresh[name] = replace(old, labels=own, expected_nameservers=expected)
             # Labels and expected nameservers are not saved: only removals touch the database.
             self._dirty.update(self._domains.keys() - fresh.keys())
             self._domains = fresh
