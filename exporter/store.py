@@ -191,7 +191,7 @@ class StatusStore:
     def sync(self, domains: Iterable[tuple[str, Mapping[str, str], tuple[str, ...]]]) -> None:
         """Make the store hold exactly these (name, labels, expected NS) domains, in this order.
         Known domains keep their results; removed ones are dropped, so their series vanish."""
-        with self._lock:
+        with self._lock, _gc_paused():  # 100k new records at start-up: see _gc_paused
             fresh: dict[str, DomainStatus] = {}
             known = self._domains
             for name, labels, expected in domains:
