@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import yamlload
+from exporter.gcpause import gc_paused
 from exporter.names import InvalidName, to_alabel
 
 DEFAULT_BOOTSTRAP = "https://data.iana.org/rdap/dns.json"
@@ -784,12 +785,15 @@ def load_config(path: str | Path) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from exc
+    del data  # 11 MB at 100k domains: freed before the document is built
     try:
         document = yamlload.load(text)
     except yamlload.YamlProblem as exc:
         raise ConfigError([f"{path}: {line}" for line in exc.lines]) from None
+    del text
     try:
-        return parse_config(document)
+        with gc_paused():  # ~1M long-lived objects at 100k domains
+            return parse_config(document)
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:
         # The loader bounds depth and size, so this is a bug; still a config error, not a crash.
         raise ConfigError([f"{path}: cannot read config: {type(exc).__name__}"]) from None

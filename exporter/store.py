@@ -8,8 +8,6 @@ restart does not re-check everything; a save writes only the domains that change
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
 import threading
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import statedb, statefile
+from exporter.gcpause import gc_paused
 from exporter.registration import Registration
 
 log = logging.getLogger(__name__)
@@ -191,7 +190,7 @@ class StatusStore:
     def sync(self, domains: Iterable[tuple[str, Mapping[str, str], tuple[str, ...]]]) -> None:
         """Make the store hold exactly these (name, labels, expected NS) domains, in this order.
         Known domains keep their results; removed ones are dropped, so their series vanish."""
-        with self._lock, _gc_paused():  # 100k new records at start-up: see _gc_paused
+        with self._lock, gc_paused():  # 100k new records at start-up (gcpause.py)
             fresh: dict[str, DomainStatus] = {}
             known = self._domains
             for name, labels, expected in domains:
@@ -298,7 +297,7 @@ class StatusStore:
                     _migrate(target)
                 elif kind == "other":
                     raise statefile.StateError("neither a state database nor a JSON state file")
-                with _gc_paused():
+                with gc_paused():
                     info = statedb.read(target, reader.visit, (STATE_VERSION,))
             except statefile.StateError as exc:
                 moved = statedb.quarantine(target)
@@ -387,20 +386,6 @@ class _Restore:
         self.restored[name] = aged
         if aged is not loaded:
             self.rewrite.append(name)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Restoring allocates ~12 objects per domain that all live on: the cyclic collector would
-    walk the growing heap again and again (at 100k domains, seconds of the load, in pauses of
-    up to a second). Reference counting still frees everything short-lived meanwhile."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _encodable(text: str) -> bool:

@@ -29,8 +29,6 @@ objects aliases share; tests/test_yamlload_fast.py holds them to that.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +48,8 @@ from yaml.events import (
     StreamStartEvent,
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from exporter.gcpause import gc_paused
 
 # libyaml parses ~10x faster; PyYAML's own parser is the fallback and gives the better wording
 # for syntax errors, so errors are re-read with it (speed no longer matters then).
@@ -107,29 +107,13 @@ _PyLoader = _strict_loader(yaml.SafeLoader)
 
 def load(text: str) -> object:
     """Parse one YAML document strictly. Raises YamlProblem, never anything else for any text."""
-    with _gc_paused():
+    with gc_paused():
         document = _fast_block(text)
         if document is _FALLBACK:
             document = _fast_load(text)
         if document is not _FALLBACK:
             return document
         return _checked_load(text)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A document is ~10 objects per domain that all live on: the cyclic collector would walk
-    the growing heap again and again (at 100k domains 9 s of a 12 s load). Reference counting
-    still frees everything short-lived. Only ever re-enables what was enabled, so a pause that
-    overlaps another (a reload thread, the state restore) can shorten it but never leave the
-    collector off."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _checked_load(text: str) -> object:
