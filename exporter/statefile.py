@@ -27,6 +27,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -623,76 +624,83 @@ def _compile_reader(cls: type, skip: frozenset[str], mode: str) -> Callable[...,
         "MAX_ITEMS": _SHARE_MAX_ITEMS,
         "shared_tuple": _shared_tuple,
     }
-    lines = [
-        "def read(raw, shared, base=None):",
-        "    if type(raw) is not dict:",
-        "        raise _wrong('an object', raw)",
+    start = ["    if type(raw) is not dict:", "        raise _wrong('an object', raw)"]
+    start += _early_lines(cls, hints, namespace) if mode == "make" else []
+    blocks = [
+        _field_lines(i, f, hints, skip, mode, builder, namespace) for i, f in enumerate(fields)
     ]
-    early = _early_lines(cls, hints, namespace) if mode == "make" else []
-    lines += early
     if mode == "fields":
-        lines.append("    out = {}")
-    elif builder is not None:
-        lines.append("    made = Builder()")
+        body = [*start, "    out = {}", *chain.from_iterable(blocks), "    return out"]
+        return _define("read", body, cls, mode, namespace)
+    end = _make_lines(cls, fields, builder, mode, namespace)
+    if "    early = None" in start:  # also under the key of its JSON object, as it came
+        end[-1:] = ["    if early is not None:", "        shared[early] = made", end[-1]]
+    made = ["    made = Builder()"] if builder is not None else []
+    body = [*start, *made, *chain.from_iterable(blocks), *end]
+    return _define("read", body, cls, mode, namespace)
 
-    def target(i: int, f: dataclasses.Field[Any]) -> str:
-        if mode == "fields":
-            return f"out[{f.name!r}]"
-        return f"made.{f.name}" if builder is not None else f"f{i}"
 
-    for i, f in enumerate(fields):
-        name, to = repr(f.name), target(i, f)
-        if f.default is not dataclasses.MISSING:
-            namespace[f"default{i}"] = f.default
-            default = [f"{to} = default{i}"]
-        elif f.default_factory is dict:  # an empty mapping, shared like any other
-            default = [
-                "v = shared.get(EMPTY)",
-                "if v is None:",
-                "    v = shared[EMPTY] = {}",
-                f"{to} = v",
-            ]
-        elif f.default_factory is not dataclasses.MISSING:
-            namespace[f"factory{i}"] = f.default_factory
-            default = [f"{to} = factory{i}()"]
-        else:
-            default = [f"raise StateError('missing').at({name})"]
-        if f.name in skip and mode == "onto":
-            lines.append(f"    {to} = base.{f.name}")
-            continue
-        # repr=False fields were never written; a file that has one is not trusted with it
-        if f.name in skip or not f.init or not f.repr:
-            if mode != "fields":
-                lines += [f"    {line}" for line in default]
-            continue
-        hint = hints[f.name]
-        namespace[f"full{i}"] = reader(hint)
-        if mode != "fields" and f.default is None and type(None) in _options(hint):
-            # Absent and null are both None, which needs no check (a dict.get is the
-            # cheapest lookup there is: half of `in` and [] together).
-            lines.append(f"    v = raw.get({name})")
-            lines += [f"    {line}" for line in _value_lines(i, f.name, hint, namespace, "None")]
-            lines.append(f"    {to} = v")
-            continue
-        lines += [f"    v = raw.get({name}, ABSENT)", "    if v is ABSENT:"]
-        if mode == "fields":
-            lines.append("        " + (default[0] if default[0].startswith("raise") else "pass"))
-        else:
-            lines += [f"        {line}" for line in default]
-        lines.append("    else:")
-        lines += [f"        {line}" for line in _value_lines(i, f.name, hint, namespace, "")]
-        lines.append(f"        {to} = v")
-    if mode == "fields":
-        lines.append("    return out")
-    else:
-        lines += _make_lines(cls, fields, builder, mode, namespace)
-        if early:  # also under the key of its JSON object, as it came
-            lines[-1:] = ["    if early is not None:", "        shared[early] = made", lines[-1]]
+def _define(
+    name: str, body: list[str], cls: type, mode: str, namespace: dict[str, Any]
+) -> Callable[..., Any]:
+    source = "\n".join([f"def {name}(raw, shared, base=None):", *body])
     # Named after the class and mode, so that profiles and tracebacks say which reader ran.
-    code = compile("\n".join(lines), f"<state reader: {mode} {cls.__qualname__}>", "exec")
+    code = compile(source, f"<state reader: {mode} {cls.__qualname__}>", "exec")
     exec(code, namespace)  # noqa: S102 - source built from field names only
-    compiled: Callable[..., Any] = namespace["read"]
-    return compiled
+    defined: Callable[..., Any] = namespace[name]
+    return defined
+
+
+def _field_lines(
+    i: int,
+    f: dataclasses.Field[Any],
+    hints: dict[str, Any],
+    skip: frozenset[str],
+    mode: str,
+    builder: type | None,
+    namespace: dict[str, Any],
+) -> list[str]:
+    """The careful reader's statements for field `f` (number i)."""
+    name = repr(f.name)
+    if mode == "fields":
+        to = f"out[{name}]"
+    else:
+        to = f"made.{f.name}" if builder is not None else f"f{i}"
+    if f.default is not dataclasses.MISSING:
+        namespace[f"default{i}"] = f.default
+        default = [f"{to} = default{i}"]
+    elif f.default_factory is dict:  # an empty mapping, shared like any other
+        default = ["v = shared.get(EMPTY)", "if v is None:", "    v = shared[EMPTY] = {}"]
+        default.append(f"{to} = v")
+    elif f.default_factory is not dataclasses.MISSING:
+        namespace[f"factory{i}"] = f.default_factory
+        default = [f"{to} = factory{i}()"]
+    else:
+        default = [f"raise StateError('missing').at({name})"]
+    if f.name in skip and mode == "onto":
+        return [f"    {to} = base.{f.name}"]
+    # repr=False fields were never written; a file that has one is not trusted with it
+    if f.name in skip or not f.init or not f.repr:
+        return [] if mode == "fields" else [f"    {line}" for line in default]
+    hint = hints[f.name]
+    namespace[f"full{i}"] = reader(hint)
+    if mode != "fields" and f.default is None and type(None) in _options(hint):
+        # Absent and null are both None, which needs no check (a dict.get is the cheapest
+        # lookup there is: half of `in` and [] together).
+        return [
+            f"    v = raw.get({name})",
+            *(f"    {line}" for line in _value_lines(i, f.name, hint, namespace, "None")),
+            f"    {to} = v",
+        ]
+    lines = [f"    v = raw.get({name}, ABSENT)", "    if v is ABSENT:"]
+    if mode == "fields":
+        lines.append("        " + (default[0] if default[0].startswith("raise") else "pass"))
+    else:
+        lines += [f"        {line}" for line in default]
+    lines.append("    else:")
+    lines += [f"        {line}" for line in _value_lines(i, f.name, hint, namespace, "")]
+    lines.append(f"        {to} = v")
+    return lines
 
 
 _EMPTY = object()  # key of a load's one empty mapping; a field absent from a JSON object
@@ -770,9 +778,18 @@ def _early_lines(cls: type, hints: dict[str, Any], namespace: dict[str, Any]) ->
     equal items mean an equal record, once the flags and numbers are checked to be of their
     types (True == 1). The object's items and the fields' values are two keys of one record."""
     plan = _memo_plan(cls)
-    if plan is None or any(how == "id" or _is_text_tuple_field(hints[n]) for n, how in plan):
+    if plan is None:
         return []
     namespace["EARLY"] = object()
+    if any(how == "id" or _is_text_tuple_field(hints[n]) for n, how in plan):
+        # Lists in it: only an empty object ({}: every field its default) is looked up.
+        return [
+            "    early = None",
+            "    if not raw:",
+            "        made = shared.get(early := (EARLY,))",
+            "        if made is not None:",
+            "            return made",
+        ]
     absent = [f"raw.get({n!r}) is None" for n, how in plan if how == "none"]
     exact = []
     for n, how in plan:
