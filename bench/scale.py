@@ -173,6 +173,10 @@ def populated_store(n: int, now: float) -> Any:
         extra["nsdomain"] = store_module.NsDomainResult((verdict,))
         ran.append("nsdomain")
     store = StatusStore()
+    if hasattr(store, "keep_expositions"):  # as the exporter saves: each record's lines too
+        from exporter.collector import EXPOSITION_FORMAT, pack_exposition
+
+        store.keep_expositions(pack_exposition, EXPOSITION_FORMAT)
     names = domain_names(n)
     store.sync((name, {"team": f"team{i % 10}"}, NS) for i, name in enumerate(names))
     # RDAP contacts as restored from a state file (no address kept): their verdicts stay.

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__, report
 from exporter.capacity import CapacityCollector
 from exporter.checks.registration import RegistrationCheck
-from exporter.collector import DomainCollector
+from exporter.collector import EXPOSITION_FORMAT, DomainCollector, pack_exposition
 from exporter.config import Config, ConfigError, DomainConfig, config_warnings, load_config
 from exporter.httpserver import HttpServer, ListenError, bind
 from exporter.logformat import LEVELS, setup_logging
@@ -314,7 +314,11 @@ async def _serve(
     # /metrics and the status page never show domains watched only because /probe asked.
     listed = ListedView(store, lambda: scheduler.unlisted)
     # Not registered: /metrics appends its cached text rendering to the registry's output.
-    domains = DomainCollector(listed)
+    # Each record's lines are saved with it, so a restart renders only what changed since.
+    store.keep_expositions(pack_exposition, EXPOSITION_FORMAT)
+    domains = DomainCollector(
+        listed, restored=store.take_exposition, restored_done=store.forget_expositions
+    )
     prober = Prober(store, scheduler, loop.call_soon_threadsafe, registry)
     if args.state_file:
         # Results older than twice their check's interval are not exported as current. On a

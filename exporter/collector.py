@@ -322,7 +322,7 @@ class DomainCollector(Collector):
         clock: Callable[[], float] = time.time,
         *,
         keep_plain: bool = False,
-        restored: Callable[[DomainStatus], bytes | None] | None = None,
+        restored: Callable[[str], tuple[DomainStatus, bytes] | None] | None = None,
         restored_done: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
@@ -503,7 +503,7 @@ class _Block:
         statuses: list[DomainStatus],
         now: float,
         keep_plain: bool,
-        restored: Callable[[DomainStatus], bytes | None] | None = None,
+        restored: Callable[[str], tuple[DomainStatus, bytes] | None] | None = None,
     ) -> None:
         self.statuses = statuses
         self._keep_plain = keep_plain
@@ -513,7 +513,7 @@ class _Block:
         if restored is None:
             texts = [_render(s, now) for s in statuses]
         else:
-            texts = [_unpack_exposition(restored(s)) or _render(s, now) for s in statuses]
+            texts = [_restored_lines(s, restored(s.name)) or _render(s, now) for s in statuses]
         self.gz: list[bytes | None] = [None] * _K
         self.plain: list[bytes | None] = [None] * _K
         self.lengths: list[array[int] | None] = [None] * _K
@@ -830,10 +830,21 @@ def pack_exposition(s: DomainStatus) -> bytes | None:
     return zlib.compress("\x00".join(texts).encode(), 1)
 
 
-def _unpack_exposition(blob: bytes | None) -> list[str] | None:
-    """pack_exposition's lines, or None when there are none or they are not readable."""
-    if blob is None:
+def _restored_lines(
+    s: DomainStatus, saved: tuple[DomainStatus, bytes] | None
+) -> list[str] | None:
+    """The lines saved with the record restored for `s`'s domain, if `s` renders as that
+    record does (the scheduler may have replaced it since, e.g. for a next run time)."""
+    if saved is None:
         return None
+    record, blob = saved
+    if record is not s and _changed_part(record, s):
+        return None
+    return _unpack_exposition(blob)
+
+
+def _unpack_exposition(blob: bytes) -> list[str] | None:
+    """pack_exposition's lines, or None when they are not readable."""
     try:
         texts = zlib.decompress(blob).decode().split("\x00")
     except (zlib.error, UnicodeDecodeError):

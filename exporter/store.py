@@ -8,6 +8,7 @@ restart does not re-check everything; a save writes only the domains that change
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -186,6 +187,12 @@ class StatusStore:
         self._save_lock = threading.Lock()  # one save or load at a time
         # The database (absolute path, mark) the dirty set is relative to; None: save in full.
         self._saved: tuple[str, statedb.Mark] | None = None
+        # Each record's /metrics lines are saved with it (keep_expositions), so that a restart
+        # serves its first scrape without rendering every domain again.
+        self._pack: Callable[[DomainStatus], bytes | None] | None = None
+        self._pack_format = b""
+        # name -> (restored record, its saved lines), until the collector's first rendering.
+        self._restored_lines: dict[str, tuple[DomainStatus, bytes]] = {}
 
     def sync(self, domains: Iterable[tuple[str, Mapping[str, str], tuple[str, ...]]]) -> None:
         """Make the store hold exactly these (name, labels, expected NS) domains, in this order.
@@ -228,6 +235,24 @@ class StatusStore:
 
     # --- persistence -----------------------------------------------------------------------
 
+    def keep_expositions(self, pack: Callable[[DomainStatus], bytes | None], fmt: str) -> None:
+        """Save each record's rendered lines, `pack(record)`, with it; `fmt` names how lines
+        are written (collector.EXPOSITION_FORMAT), so lines of another version are not used.
+        Set before load(): lines are restored only for a store that would save them again."""
+        self._pack = pack
+        self._pack_format = fmt.encode("ascii")
+
+    def take_exposition(self, name: str) -> tuple[DomainStatus, bytes] | None:
+        """(the record load() restored, the lines saved with it) for a domain whose config
+        gave it the same name, labels and expected nameservers then; once. The record may
+        have been updated since: the caller compares. Thread-safe: dict.pop is atomic."""
+        return self._restored_lines.pop(name, None)
+
+    def forget_expositions(self) -> None:
+        """Drop what take_exposition() was not asked for (domains removed meanwhile)."""
+        self._restored_lines = {}
+
+
     def save(self, path: str | Path) -> int:
         """Write the domains that changed since the last save (and delete the rows of removed
         ones) to the state database at PATH, in one transaction; the first save to a database
@@ -246,10 +271,15 @@ class StatusStore:
             if expect is not None and not dirty:
                 return 0
 
+            pack, fmt = self._pack, self._pack_format
+
             def rows(full: bool) -> Iterator[tuple[str, bytes | None]]:
                 for name in domains if full else dirty:
                     status = domains.get(name)
-                    yield name, None if status is None else _encode_status(status)
+                    if status is None:
+                        yield name, None
+                    else:
+                        yield name, _encode_row(status, pack, fmt)
 
             try:
                 mark, touched = statedb.write(target, rows, expect, STATE_VERSION, time.time())
@@ -289,6 +319,7 @@ class StatusStore:
             with self._lock:
                 current = dict(self._domains)
             reader = _Restore(current, max_age or {}, time.time() if now is None else now)
+            reader.lines_format = self._pack_format if self._pack is not None else None
             try:
                 kind = statedb.sniff(target)
                 if kind == "missing":
@@ -321,6 +352,7 @@ class StatusStore:
                     if self._domains.get(name) is current[name]:  # not updated meanwhile
                         self._domains[name] = status
                         restored += 1
+                self._restored_lines = reader.lines
                 # Rows to rewrite (aged, bad) or delete (no longer configured) at the next save.
                 self._dirty.update(reader.rewrite)
                 self.generation += 1
@@ -354,6 +386,9 @@ class _Restore:
         self.odd_rows = 0
         self.first_error = ""
         self.decoder = statefile.Decoder()  # equal values of the records share one object
+        # The format saved lines must have to be kept (None: keep none); what was kept.
+        self.lines_format: bytes | None = None
+        self.lines: dict[str, tuple[DomainStatus, bytes]] = {}
 
     def visit(self, name: object, data: bytes | None) -> None:
         if type(name) is not str:
@@ -372,6 +407,7 @@ class _Restore:
                 raise statefile.StateError(
                     f"not a record of at most {statedb.MAX_RECORD_BYTES} bytes"
                 )
+            data, lines = _split_row(data)
             record = decoder.decode(data)
             decoder.share(status.name)  # the registration's name is the domain's: one string
             loaded = _load_status(status, record, decoder)
@@ -386,6 +422,12 @@ class _Restore:
         self.restored[name] = aged
         if aged is not loaded:
             self.rewrite.append(name)
+        if lines is not None and self.lines_format is not None:
+            # Kept with the record they were rendered from: the collector uses them only
+            # where the record it renders looks alike (not after a result aged out here).
+            blob = _lines_for(loaded, lines, self.lines_format)
+            if blob is not None:
+                self.lines[name] = (loaded, blob)
 
 
 def _encodable(text: str) -> bool:
@@ -401,6 +443,49 @@ def _encode_status(status: DomainStatus) -> bytes:
         return statefile.encode_json(_dump_status(status))
     except statefile.StateError as exc:  # a bug in a result type, not damage to the file
         raise OSError(f"cannot encode domain={status.name}: {exc}") from None
+
+
+# A row is the record's JSON, then optionally a newline (never inside compact JSON) and its
+# /metrics lines: the lines' format (collector.EXPOSITION_FORMAT), a digest of what the config
+# gave the domain, both fixed-size, then the packed lines.
+_LINES_MARK = b"\n"
+_DIGEST_BYTES = 8
+
+
+def _config_digest(status: DomainStatus) -> bytes:
+    """What the config puts into every line of a domain: saved lines are only used again for
+    the same name, labels and expected nameservers."""
+    seen = (status.name, sorted(status.labels.items()), status.expected_nameservers)
+    return hashlib.blake2b(repr(seen).encode(), digest_size=_DIGEST_BYTES).digest()
+
+
+def _encode_row(
+    status: DomainStatus, pack: Callable[[DomainStatus], bytes | None] | None, fmt: bytes
+) -> bytes:
+    record = _encode_status(status)
+    if pack is None:
+        return record
+    try:
+        lines = pack(status)
+    except Exception:  # never lose a save over a rendering bug: the lines are an optimisation
+        log.debug("cannot pack the lines of domain=%s", status.name, exc_info=True)
+        return record
+    if lines is None:
+        return record
+    return b"".join((record, _LINES_MARK, fmt, _config_digest(status), lines))
+
+
+def _split_row(data: bytes) -> tuple[bytes, bytes | None]:
+    """(record, lines part or None)."""
+    record, mark, lines = data.partition(_LINES_MARK)
+    return (record, lines) if mark else (data, None)
+
+
+def _lines_for(status: DomainStatus, lines: bytes, fmt: bytes) -> bytes | None:
+    head = len(fmt)
+    if lines[:head] != fmt or lines[head : head + _DIGEST_BYTES] != _config_digest(status):
+        return None
+    return lines[head + _DIGEST_BYTES :] or None
 
 
 def _migrate(path: Path) -> None:
