@@ -1,4 +1,5 @@
-"""Pausing Python's cyclic garbage collector around bulk building of long-lived objects.
+"""Memory housekeeping around bulk loads: pausing Python's cyclic garbage collector while
+long-lived objects are built, and giving freed memory back afterwards.
 
 Loading a 100k-domain config or state builds millions of objects that all live on: the cyclic
 collector would walk the growing heap again and again (a 12 s config load spent 9 s in it).
@@ -8,6 +9,8 @@ Reference counting still frees everything short-lived meanwhile.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 from collections.abc import Iterator
 
@@ -24,3 +27,16 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def release_free_memory() -> None:
+    """Hand memory freed after start-up back to the system (glibc's malloc_trim): the config
+    document, decoded rows and saved lines are garbage once the first rendering is done, but
+    the allocator keeps their pages (~60 MB at 100k domains). A no-op where there is no glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
