@@ -234,20 +234,15 @@ _VARIANTS: dict[tuple[type, frozenset[str], str], Callable[..., Any]] = {}
 
 
 class Decoder:
-    """Parses and restores the records of one load. Equal values in its records share one
-    object (see above); so do equal numbers within one record (a check's last attempt and
-    last success are one time), parsed once."""
+    """Parses and restores the records of one load; equal values in its records share one
+    object (see above)."""
 
     def __init__(self) -> None:
         self.shared: Shared = {}
-        self._numbers = _Numbers()
-        self._json = json.JSONDecoder(parse_float=self._numbers.__getitem__)
-        self._scan: Callable[[str, int], tuple[object, int]] = self._json.scan_once  # type: ignore[attr-defined]
+        self._scan: Callable[[str, int], tuple[object, int]] = _PLAIN.scan_once  # type: ignore[attr-defined]
 
     def decode(self, data: bytes) -> object:
         """decode() of one record."""
-        if self._numbers:
-            self._numbers.clear()
         if len(self.shared) > SHARE_LIMIT:
             self.shared.clear()
         # The common case without json.loads' detours: an object in UTF-8 and nothing else
@@ -260,7 +255,7 @@ class Decoder:
                     return document
             except (StopIteration, ValueError, RecursionError, MemoryError):
                 pass  # the careful way below says what is wrong
-        return _parse(data, self._json)
+        return _parse(data, _PLAIN)
 
     def share(self, value: _T) -> _T:
         """`value`, or an equal one met before (text or a tuple of text only)."""
@@ -272,14 +267,6 @@ class Decoder:
         from `raw` (a JSON object, as load_dataclass reads it)."""
         made: _T = _variant(type(base), skip, "onto")(raw, self.shared, base)
         return made
-
-
-class _Numbers(dict[str, float]):
-    """A record's numbers by their text, parsed once (json's parse_float hook)."""
-
-    def __missing__(self, text: str) -> float:
-        value = self[text] = float(text)
-        return value
 
 
 def evolve(record: _T, **changes: Any) -> _T:
@@ -632,6 +619,20 @@ def _compile_reader(cls: type, skip: frozenset[str], mode: str) -> Callable[...,
     if mode == "fields":
         body = [*start, "    out = {}", *chain.from_iterable(blocks), "    return out"]
         return _define("read", body, cls, mode, namespace)
+    # A time next to an equal one (a check's last attempt and last success) is one float.
+    previous = None
+    for i, f in enumerate(fields):
+        timed = f.name not in skip and f.init and f.repr
+        if not (timed and [a for a in _options(hints[f.name]) if a is not type(None)] == [float]):
+            previous = None
+            continue
+        here = f"made.{f.name}" if builder is not None else f"f{i}"
+        if previous is not None:  # (0.0 == -0.0: zeros stay as they are)
+            blocks[i] += [
+                f"    if {here} and {here} == {previous}:",
+                f"        {here} = {previous}",
+            ]
+        previous = here
     end = _make_lines(cls, fields, builder, mode, namespace)
     if "    early = None" in start:  # also under the key of its JSON object, as it came
         end[-1:] = ["    if early is not None:", "        shared[early] = made", end[-1]]
