@@ -415,15 +415,24 @@ class DomainCollector(Collector):
         with self._lock:  # the HTTP server may serve two scrapes at once
             old = self._blocks
             blocks: list[_Block] = []
-            for index in range(0, len(snapshot), BLOCK_SIZE):
-                statuses = snapshot[index : index + BLOCK_SIZE]
-                position = index // BLOCK_SIZE
-                block = old[position] if position < len(old) else None
-                if block is None or len(block.statuses) != len(statuses):
-                    block = _Block(statuses, now, self._keep_plain, self._restored)
-                else:
-                    block.update(statuses, now)
-                blocks.append(block)
+            # New blocks (all of them at start-up) are compressed on a thread of their own
+            # while this one builds the next: zlib lets go of the GIL, so the two overlap.
+            pool = ThreadPoolExecutor(1, thread_name_prefix="deflate") if not old else None
+            try:
+                for index in range(0, len(snapshot), BLOCK_SIZE):
+                    statuses = snapshot[index : index + BLOCK_SIZE]
+                    position = index // BLOCK_SIZE
+                    block = old[position] if position < len(old) else None
+                    if block is None or len(block.statuses) != len(statuses):
+                        block = _Block(statuses, now, self._keep_plain, self._restored, pool)
+                    else:
+                        block.update(statuses, now)
+                    blocks.append(block)
+                for block in blocks:
+                    block.settle()
+            finally:
+                if pool is not None:
+                    pool.shutdown()
             self._blocks = blocks  # drops blocks of domains removed by a reload
             if self._restored is not None:  # used once, by the first rendering
                 self._restored = None
@@ -488,9 +497,11 @@ class _Block:
     keep_plain) of their samples and the byte length of each domain's lines in it."""
 
     __slots__ = (
+        "_deflating",
         "_expiry",
         "_keep_plain",
         "_paid",
+        "_pool",
         "gz",
         "lengths",
         "plain",
@@ -504,8 +515,12 @@ class _Block:
         now: float,
         keep_plain: bool,
         restored: Callable[[str], tuple[DomainStatus, bytes] | None] | None = None,
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
         self.statuses = statuses
+        # Cells being compressed on `pool`: the gzip members are in place after settle().
+        self._deflating: list[tuple[int, Future[bytes]]] = []
+        self._pool = pool
         self._keep_plain = keep_plain
         self._expiry: tuple[int, bytes | None, bytes, int] | None = None
         # Per domain with an expiry date: "domain_expiry_days{...} " and the date as Unix time.
@@ -535,8 +550,18 @@ class _Block:
             return
         self.lengths[k] = lengths
         self.sizes[k] = len(data)
-        self.gz[k] = _gzip(data)
+        if self._pool is not None:
+            self._deflating.append((k, self._pool.submit(_gzip, data)))
+        else:
+            self.gz[k] = _gzip(data)
         self.plain[k] = data if self._keep_plain else None
+
+    def settle(self) -> None:
+        """Wait for the cells compressed on the pool given at creation; a no-op after."""
+        for k, done in self._deflating:
+            self.gz[k] = done.result()
+        self._deflating = []
+        self._pool = None
 
     def _text(self, k: int) -> bytes:
         plain = self.plain[k]

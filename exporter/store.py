@@ -455,8 +455,22 @@ _DIGEST_BYTES = 8
 def _config_digest(status: DomainStatus) -> bytes:
     """What the config puts into every line of a domain: saved lines are only used again for
     the same name, labels and expected nameservers."""
-    seen = (status.name, sorted(status.labels.items()), status.expected_nameservers)
-    return hashlib.blake2b(repr(seen).encode(), digest_size=_DIGEST_BYTES).digest()
+    labels, expected = status.labels, status.expected_nameservers
+    # Label mappings and nameserver tuples are shared between domains (config.py): their text
+    # is made once per pair, not per domain (the cache holds the pair, so ids stay valid).
+    key = (id(labels), id(expected))
+    cached = _CONFIG_TEXT.get(key)
+    if cached is None or cached[0] is not labels or cached[1] is not expected:
+        if len(_CONFIG_TEXT) >= 4096:
+            _CONFIG_TEXT.clear()
+        text = repr((sorted(labels.items()), expected)).encode()
+        cached = _CONFIG_TEXT[key] = (labels, expected, text)
+    digest = hashlib.blake2b(status.name.encode(), digest_size=_DIGEST_BYTES)
+    digest.update(b"\x00" + cached[2])
+    return digest.digest()
+
+
+_CONFIG_TEXT: dict[tuple[int, int], tuple[Mapping[str, str], tuple[str, ...], bytes]] = {}
 
 
 def _encode_row(
