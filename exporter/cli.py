@@ -340,12 +340,13 @@ async def _serve(
     # Render /metrics once now, on a thread of its own, so that the first scrape finds it
     # cached (at 100k domains the first rendering takes many seconds of CPU), then keep the
     # cache a few seconds fresh, so that a scrape never pays for a scrape interval of changes.
-    def render() -> None:
-        domains.prerender()
-        release_free_memory()  # start-up's garbage (config text, rows, saved lines) is gone
-        domains.keep_fresh(RENDER_EVERY)
-
-    threading.Thread(target=render, name="render", daemon=True).start()
+    # After the first rendering, start-up's garbage (config text, rows, saved lines) is gone.
+    threading.Thread(
+        target=domains.keep_fresh,
+        args=(RENDER_EVERY, None, release_free_memory),
+        name="render",
+        daemon=True,
+    ).start()
     # Config and restored state live as long as the process: move them out of the cyclic
     # collector's sight, or every full collection walks them all again (at 100k domains the
     # first rendering took 19 s with them in sight, 14 s without).
