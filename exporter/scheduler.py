@@ -41,6 +41,7 @@ from exporter.whois import WhoisClient
 log = logging.getLogger(__name__)
 
 RETRY_FIRST = 30.0  # first retry after a failure; doubles up to the check's interval
+MAX_DOUBLINGS = 40  # 30 s * 2**40: past any interval
 STATE_SAVE_EVERY = 30.0
 
 
@@ -419,7 +420,10 @@ class Scheduler:
         state = status.check(kind) if status else CheckState()
         interval = self.checks[kind].next_interval(status)
         if state.success is False:
-            interval = min(interval, jittered(RETRY_FIRST * 2 ** max(0, state.failures - 1)))
+            # The failure count has no bound (weeks of failed five-minute checks): the exponent
+            # has one, or 30 s * 2**1025 overflows and the check drops out of the schedule.
+            doublings = min(max(0, state.failures - 1), MAX_DOUBLINGS)
+            interval = min(interval, jittered(RETRY_FIRST * 2.0**doublings))
         due = self._clock() + interval
         self.store.update(
             domain,

@@ -165,6 +165,22 @@ def test_failures_are_forgiven_then_back_off() -> None:
     assert pauses == [0, 0, 5, 10, 20, 40, 80, 160, 320, 600, 600]
 
 
+def test_weeks_of_failures_and_429s_keep_the_capped_pause() -> None:
+    # A registry down for a week fails ~1,000 times in a row at the 10-minute cap: the
+    # doubling must stay capped, not overflow a float (60.0 * 2**1024 raises OverflowError).
+    clock = FakeClock()
+    pacer = HostPacer(1, 2, clock=clock)
+    for _ in range(3000):
+        pacer.failed()
+        clock.now += 10_000
+    pacer.failed()
+    assert pacer.paused_for == 600
+    for _ in range(3000):
+        pacer.rate_limited(None)
+        clock.now += 10_000
+    assert pacer.rate_limited(None) == 3600
+
+
 def test_success_resets_failures_and_rate_limits() -> None:
     clock = FakeClock()
     pacer = HostPacer(1, 2, clock=clock)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from exporter.config import Config, DnsSettings, DomainConfig, EmailSettings, Rd
 from exporter.rdap import RdapClient
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import ExporterMetrics
-from exporter.store import StatusStore
+from exporter.store import CheckState, StatusStore
 from exporter.verdicts import (
     nameserver_inconsistent,
     nameserver_verdict,
@@ -184,3 +185,57 @@ def test_a_backward_wall_clock_step_does_not_stall_checks(tmp_path) -> None:  # 
     # ~0.5 s interval: several reads in 2.5 s; a wall-clock heap would have stalled for a day.
     assert after_step >= 3, after_step
 
+
+
+def test_a_check_failing_for_weeks_keeps_being_retried(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The back-off doubles per consecutive failure up to the check's interval. The failure
+    count has no bound (a domain whose DNS has been broken for four days has failed ~1,000
+    five-minute checks): 30 s * 2**1025 is not a float, and the check must still be retried
+    rather than dropped from the schedule (it would then never see the domain recover)."""
+    ca = trustme.CA()
+    with RdapServer(ca) as server:
+        server.set_domain("broken.test", Reply(status=503, body={"errorCode": 503}))
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        rdap = RdapSettings(
+            servers={"test": server.base_url},
+            ca_file=str(ca_file),
+            interval=0.5,
+            hold_interval=0.5,
+            allow_private_addresses=True,
+            requests_per_second=20.0,
+            bootstrap=str(BOOTSTRAP),
+        )
+        config = Config(
+            rdap=rdap,
+            dns=DnsSettings(root_servers=("127.0.0.1:9",), interval=3600.0, timeout=0.2),
+            email=EmailSettings(),
+            domains=(DomainConfig(name="broken.test"),),
+        )
+        store = StatusStore()
+        store.sync([("broken.test", {}, ())])
+        failing = CheckState(success=False, last_attempt=time.time() - 1, error="http_503")
+        store.update(
+            "broken.test",
+            lambda s: replace(s, checks={"rdap": replace(failing, failures=5000)}),
+        )
+
+        async def run() -> int:
+            limiter = asyncio.Semaphore(8)
+            metrics = ExporterMetrics(CollectorRegistry())
+            client = RdapClient(rdap, limiter, metrics.record_rdap)
+            scheduler = Scheduler(config, store, client, metrics, limiter)
+            task = asyncio.create_task(scheduler.run())
+            try:
+                await asyncio.sleep(2.5)
+                return len(server.requests_for("broken.test"))
+            finally:
+                scheduler.stop()
+                await task
+                await client.aclose()
+
+        requests = asyncio.run(run())
+        state = store.get("broken.test")
+    # ~0.5 s interval caps the back-off: several reads in 2.5 s, not one and then silence.
+    assert requests >= 3, requests
+    assert state is not None and state.checks["rdap"].failures >= 5002
