@@ -23,6 +23,7 @@ import enum
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -33,6 +34,8 @@ from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 TEMP_PREFIX = ".domainwatch-"
 MAX_STATE_BYTES = 1024 * 1024 * 1024  # ~100x a 10k-domain state; bounds a wrong path's cost
@@ -244,6 +247,16 @@ class Decoder:
         # The common case without json.loads' detours: an object in UTF-8 and nothing else
         # (what detect_encoding calls UTF-8: no BOM, no NUL in the first two bytes).
         if data[:1] == b"{" and data[1:2] not in (b"\x00", b"") and data[-1:] == b"}":
+            # orjson first: a third of the standard parser's time (100k records: ~2 s of a
+            # restart). It refuses what the standard parser would read differently or not
+            # at all (NaN, 1e400, lone surrogates, depth > 1024), and those go the way below;
+            # the one thing both read, differently, is an integer past 64 bits (orjson makes
+            # it a float), hence no orjson for a run of 19 digits or more.
+            if _LONG_DIGITS.search(data) is None:
+                try:
+                    return orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    pass
             try:
                 text = data.decode("utf-8", "surrogatepass")
                 document, end = self._scan(text, 0)
@@ -968,6 +981,7 @@ def decode(data: bytes) -> object:
 
 
 _PLAIN = json.JSONDecoder()
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def _parse(data: bytes, decoder: json.JSONDecoder) -> object:

@@ -92,8 +92,9 @@ def test_persistent_disagreement_never_flaps_however_old_the_rdap_data() -> None
     since = 200.0
     for step in range(1, 500):
         now = since + step * 300.0  # a DNS check every 5 minutes for ~42 hours
-        v = verdict(registry=B, registry_read_at=201.0, disagree_since=since, now=now,
-                    previous=True)
+        v = verdict(
+            registry=B, registry_read_at=201.0, disagree_since=since, now=now, previous=True
+        )
         assert v.mismatch is True and v.disagree_since == since
 
 
@@ -184,7 +185,6 @@ def test_a_backward_wall_clock_step_does_not_stall_checks(tmp_path) -> None:  # 
         after_step = asyncio.run(run())
     # ~0.5 s interval: several reads in 2.5 s; a wall-clock heap would have stalled for a day.
     assert after_step >= 3, after_step
-
 
 
 def test_a_check_failing_for_weeks_keeps_being_retried(tmp_path) -> None:  # type: ignore[no-untyped-def]
