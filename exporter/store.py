@@ -176,6 +176,11 @@ class DomainStatus:
         return self.checks.get(kind) or CheckState()
 
 
+# What a domain holds before its first result. Its empty `checks` and ChangeLog are shared by
+# every new record: records are immutable, and a check's update makes a new mapping.
+_BLANK = DomainStatus(name="")
+
+
 class StatusStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -205,8 +210,10 @@ class StatusStore:
                 # dict there (never mutated), and 100k copies would cost ~20 MB.
                 own = labels if type(labels) is dict else dict(labels)
                 old = known.get(name)
-                if old is None:  # built directly: replace() per new domain cost ~1 s at 100k
-                    fresh[name] = DomainStatus(name=name, labels=own, expected_nameservers=expected)
+                if old is None:  # a copy of one blank record: __init__ cost ~0.5 s at 100k
+                    fresh[name] = statefile.evolve(
+                        _BLANK, name=name, labels=own, expected_nameservers=expected
+                    )
                 elif old.labels == labels and old.expected_nameservers == expected:
                     fresh[name] = old  # unchanged: the same record (caches keyed on it hold)
                 else:
