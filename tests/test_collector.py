@@ -787,3 +787,17 @@ def test_nameserver_info_of_a_hostile_1000_server_parent_set_is_bounded() -> Non
         ],
         key=lambda row: row["nameserver"],
     )
+
+
+def test_label_text_of_shared_label_sets_matches_the_plain_rendering() -> None:
+    # _label_text makes the text around the domain's name once per (shared) label mapping:
+    # values with %, quotes, backslashes and newlines, and the same mapping for two names.
+    from exporter.collector import _escape, _label_text
+
+    shared = {"team": 'a%sb "q" \\ %%', "zone": "x\ny"}
+    for labels in ({}, shared, shared, {"a": "1"}, {"domainx": "2", "do": "3"}):
+        for name in ("example.com", "xn--bcher-kva.example"):
+            s = DomainStatus(name=name, labels=labels)
+            pairs = sorted({**labels, "domain": name}.items())
+            expected = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+            assert _label_text(s) == expected
