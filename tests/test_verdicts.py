@@ -135,6 +135,30 @@ def test_registered_zero_needs_confirmation() -> None:
 # --- the scheduler's clock ---------------------------------------------------------------------
 
 
+def _one_domain_world(
+    ca: trustme.CA, server: RdapServer, tmp_path: Path, domain: str
+) -> tuple[RdapSettings, Config]:
+    """RDAP from `server` every 0.5 s for `domain` alone; DNS pointed at a dead port."""
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    rdap = RdapSettings(
+        servers={"test": server.base_url},
+        ca_file=str(ca_file),
+        interval=0.5,
+        hold_interval=0.5,
+        allow_private_addresses=True,
+        requests_per_second=20.0,
+        bootstrap=str(BOOTSTRAP),
+    )
+    config = Config(
+        rdap=rdap,
+        dns=DnsSettings(root_servers=("127.0.0.1:9",), interval=3600.0, timeout=0.2),
+        email=EmailSettings(),
+        domains=(DomainConfig(name=domain),),
+    )
+    return rdap, config
+
+
 def test_a_backward_wall_clock_step_does_not_stall_checks(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ca = trustme.CA()
     expiry = datetime.now(UTC) + timedelta(days=100)
@@ -143,23 +167,7 @@ def test_a_backward_wall_clock_step_does_not_stall_checks(tmp_path) -> None:  # 
             "clock.test",
             Reply(body=make_domain("clock.test", expiry, ["active"], A, "R", "1")),
         )
-        ca_file = tmp_path / "ca.pem"
-        ca.cert_pem.write_to_path(str(ca_file))
-        rdap = RdapSettings(
-            servers={"test": server.base_url},
-            ca_file=str(ca_file),
-            interval=0.5,
-            hold_interval=0.5,
-            allow_private_addresses=True,
-            requests_per_second=20.0,
-            bootstrap=str(BOOTSTRAP),
-        )
-        config = Config(
-            rdap=rdap,
-            dns=DnsSettings(root_servers=("127.0.0.1:9",), interval=3600.0, timeout=0.2),
-            email=EmailSettings(),
-            domains=(DomainConfig(name="clock.test"),),
-        )
+        rdap, config = _one_domain_world(ca, server, tmp_path, "clock.test")
         step = {"offset": 0.0}
 
         def wall() -> float:
@@ -195,23 +203,7 @@ def test_a_check_failing_for_weeks_keeps_being_retried(tmp_path) -> None:  # typ
     ca = trustme.CA()
     with RdapServer(ca) as server:
         server.set_domain("broken.test", Reply(status=503, body={"errorCode": 503}))
-        ca_file = tmp_path / "ca.pem"
-        ca.cert_pem.write_to_path(str(ca_file))
-        rdap = RdapSettings(
-            servers={"test": server.base_url},
-            ca_file=str(ca_file),
-            interval=0.5,
-            hold_interval=0.5,
-            allow_private_addresses=True,
-            requests_per_second=20.0,
-            bootstrap=str(BOOTSTRAP),
-        )
-        config = Config(
-            rdap=rdap,
-            dns=DnsSettings(root_servers=("127.0.0.1:9",), interval=3600.0, timeout=0.2),
-            email=EmailSettings(),
-            domains=(DomainConfig(name="broken.test"),),
-        )
+        rdap, config = _one_domain_world(ca, server, tmp_path, "broken.test")
         store = StatusStore()
         store.sync([("broken.test", {}, ())])
         failing = CheckState(success=False, last_attempt=time.time() - 1, error="http_503")
