@@ -16,15 +16,19 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
+def gc_paused(freeze: bool = False) -> Iterator[None]:
     """Collector off for the block. Only ever re-enables what was enabled, so a pause that
     overlaps another on another thread (a reload, the state restore) can shorten it but never
-    leave the collector off."""
+    leave the collector off. With `freeze`, everything alive at the end is moved out of the
+    collector's sight for good first (gc.freeze()): only for objects that live as long as the
+    process, the daemon's start-up."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if enabled:
             gc.enable()
 
