@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.expiry import effective_expiry, registration_sources
+from exporter.memo import memoised, per_object
 from exporter.store import CHECKS, CheckState, DomainStatus, StatusStore
 
 _CACHED = " Last known value from a background check, not measured at scrape time."
@@ -268,25 +269,7 @@ _CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE00
 MAX_NAMESERVER_SERIES = 16
 
 
-def _memoised(transform: Callable[[str], str], limit: int = 65536) -> Callable[[str], str]:
-    """`transform`, remembered per value: label values repeat across domains (check names,
-    roles, statuses, registrars, nameservers). Bounded: cleared when full, so hostile values
-    cannot grow it."""
-    done: dict[str, str] = {}
-
-    def get(value: str) -> str:
-        out = done.get(value)
-        if out is None:
-            out = transform(value)
-            if len(done) >= limit:
-                done.clear()
-            done[value] = out
-        return out
-
-    return get
-
-
-_cleaned = _memoised(lambda value: value.translate(_CONTROL)[:MAX_REMOTE_LABEL])
+_cleaned = memoised(lambda value: value.translate(_CONTROL)[:MAX_REMOTE_LABEL])
 
 
 def remote_label(value: str | None) -> str:
@@ -464,18 +447,22 @@ class DomainCollector(Collector):
                 cell = block.expiry_cell(now, now + position * phase)
                 if cell is not None:
                     out.append(cell)
-            if not collect:
-                self._warm.set()
-                return []
-            family = _TIME_DEPENDENT
-            for k, (key, _sub) in enumerate(CHUNK_KEYS):
-                if key != family:
-                    family = key
-                    header = self._headers[key]
-                    out.append((header[0], header[1], len(header[0])))
-                # Block.cell(k), inline: this runs for every family of every block.
-                out += [(b.plain[k], gz, b.sizes[k]) for b in blocks if (gz := b.gz[k]) is not None]
+            if collect:
+                out += self._cells(blocks)
         self._warm.set()
+        return out if collect else []
+
+    def _cells(self, blocks: list[_Block]) -> list[tuple[bytes | None, bytes, int]]:
+        """Every family's header and cells after the expiry family's, in exposition order."""
+        out: list[tuple[bytes | None, bytes, int]] = []
+        family = _TIME_DEPENDENT
+        for k, (key, _sub) in enumerate(CHUNK_KEYS):
+            if key != family:
+                family = key
+                header = self._headers[key]
+                out.append((header[0], header[1], len(header[0])))
+            # (plain or None, gzip member, plain size) of each block's non-empty cell k.
+            out += [(b.plain[k], gz, b.sizes[k]) for b in blocks if (gz := b.gz[k]) is not None]
         return out
 
 
@@ -519,7 +506,6 @@ class _Block:
         "_expiry",
         "_keep_plain",
         "_paid",
-        "_pool",
         "gz",
         "lengths",
         "plain",
@@ -536,11 +522,10 @@ class _Block:
         pool: ThreadPoolExecutor | None = None,
     ) -> None:
         self.statuses = statuses
-        # Cells to compress on `pool`, then the one job compressing them (a job per cell
-        # cost ~0.5 s of futures at 100k domains): the gzip members are in place after settle().
-        self._deflating: list[tuple[int, bytes]] = []
+        # With `pool`, the cells are compressed there, in one job (a job per cell cost ~0.5 s
+        # of futures at 100k domains): their keys, and the gzip members after settle().
+        self._deflating: list[int] = []
         self._deflated: Future[list[bytes]] | None = None
-        self._pool = pool
         self._keep_plain = keep_plain
         self._expiry: tuple[int, bytes | None, bytes, int] | None = None
         # Per domain with an expiry date: "domain_expiry_days{...} " and the date as Unix time.
@@ -553,6 +538,7 @@ class _Block:
         self.plain: list[bytes | None] = [None] * _K
         self.lengths: list[array[int] | None] = [None] * _K
         self.sizes = [0] * _K
+        pending: list[bytes] | None = [] if pool is not None else None
         for k, column in enumerate(zip(*texts, strict=True)):
             joined = "".join(column)
             if not joined:
@@ -561,36 +547,36 @@ class _Block:
                 lengths = array("I", map(len, column))
             else:
                 lengths = array("I", (len(t.encode()) for t in column))
-            self._set(k, joined.encode(), lengths)
-        if self._deflating and self._pool is not None:
-            # Only the job holds the text, and only until it has run: the rendering goes on
-            # meanwhile, and a block's text must not wait for settle() (~300 MB at 100k).
-            cells = [data for _k, data in self._deflating]
-            self._deflating = [(k, b"") for k, _data in self._deflating]
-            self._deflated = self._pool.submit(_gzip_all, cells)
-            del cells
+            self._set(k, joined.encode(), lengths, pending)
+        if pool is not None and pending:
+            # Only the job holds the texts, and only until it has run: they must not wait for
+            # settle() while the next blocks are rendered (~300 MB at 100k domains).
+            self._deflated = pool.submit(_gzip_all, pending)
 
-    def _set(self, k: int, data: bytes, lengths: array[int]) -> None:
+    def _set(
+        self, k: int, data: bytes, lengths: array[int], pending: list[bytes] | None = None
+    ) -> None:
+        """Cell k's new text, compressed now, or later when `pending` takes it (__init__)."""
         if not data:
             self.gz[k] = self.plain[k] = self.lengths[k] = None
             self.sizes[k] = 0
             return
         self.lengths[k] = lengths
         self.sizes[k] = len(data)
-        if self._pool is not None and self._deflated is None:  # still being built
-            self._deflating.append((k, data))
-        else:
+        if pending is None:
             self.gz[k] = _gzip(data)
+        else:
+            self._deflating.append(k)
+            pending.append(data)
         self.plain[k] = data if self._keep_plain else None
 
     def settle(self) -> None:
         """Wait for the cells compressed on the pool given at creation; a no-op after."""
         if self._deflated is not None:
-            for (k, _data), gz in zip(self._deflating, self._deflated.result(), strict=True):
+            for k, gz in zip(self._deflating, self._deflated.result(), strict=True):
                 self.gz[k] = gz
         self._deflating = []
         self._deflated = None
-        self._pool = None
 
     def _text(self, k: int) -> bytes:
         plain = self.plain[k]
@@ -656,10 +642,6 @@ class _Block:
             lengths[i] = len(new)
         pieces.append(text[start:])
         self._set(k, b"".join(pieces), lengths)
-
-    def cell(self, k: int) -> tuple[bytes | None, bytes, int] | None:
-        gz = self.gz[k]
-        return None if gz is None else (self.plain[k], gz, self.sizes[k])
 
     def expiry_cell(self, now: float, staggered: float) -> tuple[bytes | None, bytes, int] | None:
         bucket = int(staggered // EXPIRY_RENDER_SECONDS)
@@ -765,7 +747,7 @@ def _header_pair(name: str, doc: str) -> tuple[bytes, bytes]:
 
 
 # Label values in the text format, escaped once per value.
-_escape = _memoised(
+_escape = memoised(
     lambda value: value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 )
 
@@ -788,27 +770,21 @@ def _go_float(value: float) -> str:
 
 def _label_text(s: DomainStatus) -> str:
     """{k="v",...} of the domain's own labels alone."""
-    labels = s.labels
-    # Config label mappings are shared between domains (config.py): the text around the
-    # domain's name is made once per mapping (the cache holds it, so its id stays valid).
-    cached = _LABEL_TEXT.get(id(labels))
-    if cached is None or cached[0] is not labels:
-        if len(_LABEL_TEXT) >= 4096:
-            _LABEL_TEXT.clear()
-        pairs = sorted({**labels, "domain": "\x00"}.items())
-        text = (
-            "{"
-            + ",".join(
-                f'{k}="{_escape(v).replace("%", "%%")}"' if k != "domain" else 'domain="%s"'
-                for k, v in pairs
-            )
-            + "}"
+    return _labels_around_name(s.labels) % _escape(s.name)
+
+
+@per_object
+def _labels_around_name(labels: Mapping[str, str]) -> str:
+    """_label_text's %-template of a (shared) label mapping: the text around the name."""
+    pairs = sorted({**labels, "domain": ""}.items())
+    return (
+        "{"
+        + ",".join(
+            f'{k}="{_escape(v).replace("%", "%%")}"' if k != "domain" else 'domain="%s"'
+            for k, v in pairs
         )
-        cached = _LABEL_TEXT[id(labels)] = (labels, text)
-    return cached[1] % _escape(s.name)
-
-
-_LABEL_TEXT: dict[int, tuple[Mapping[str, str], str]] = {}
+        + "}"
+    )
 
 
 # (the domain's own label names, extra label names) -> (a str.format recipe that takes the

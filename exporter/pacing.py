@@ -22,9 +22,14 @@ _RATE_LIMIT_BASE = 60.0
 _RATE_LIMIT_MAX = 3600.0
 # A Retry-After beyond a day is almost certainly a server bug; do not go silent for longer.
 _RETRY_AFTER_MAX = 86400.0
-# The counters above have no bound (a registry down for weeks); the exponent has, far past
-# every cap: 60.0 * 2**1024 is not a float (OverflowError on every later failure).
+# Failure counters have no bound (a registry down for weeks, a domain broken for months); the
+# exponent of a back-off has one, far past every cap: 60.0 * 2**1024 is not a float.
 _MAX_DOUBLINGS = 40
+
+
+def doubled(base: float, times: int) -> float:
+    """`base` doubled `times` times (none for a negative count), never overflowing."""
+    return base * 2.0 ** min(max(0, times), _MAX_DOUBLINGS)
 
 
 class HostPaused(Exception):
@@ -109,15 +114,14 @@ class HostPacer:
         """Record a 429; returns how long the host is paused."""
         self._rate_limits += 1
         if retry_after is None:
-            doublings = min(self._rate_limits - 1, _MAX_DOUBLINGS)
-            retry_after = min(_RATE_LIMIT_BASE * 2.0**doublings, _RATE_LIMIT_MAX)
+            retry_after = min(doubled(_RATE_LIMIT_BASE, self._rate_limits - 1), _RATE_LIMIT_MAX)
         return self.pause(retry_after)
 
     def failed(self) -> None:
         self._failures += 1
         if self._failures > _FORGIVEN_FAILURES:
-            n = min(self._failures - _FORGIVEN_FAILURES - 1, _MAX_DOUBLINGS)
-            self.pause(min(_BACKOFF_BASE * 2.0**n, _BACKOFF_MAX))
+            n = self._failures - _FORGIVEN_FAILURES - 1
+            self.pause(min(doubled(_BACKOFF_BASE, n), _BACKOFF_MAX))
 
     def succeeded(self) -> None:
         self._failures = 0

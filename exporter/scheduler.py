@@ -32,6 +32,7 @@ from exporter.checks.registration import RegistrationCheck
 from exporter.checks.whois import WhoisCheck
 from exporter.config import Config, DomainConfig
 from exporter.duequeue import DueQueue
+from exporter.pacing import doubled
 from exporter.rdap import RdapClient
 from exporter.selfmetrics import ExporterMetrics
 from exporter.shard import Shard, ShardFilter
@@ -41,7 +42,6 @@ from exporter.whois import WhoisClient
 log = logging.getLogger(__name__)
 
 RETRY_FIRST = 30.0  # first retry after a failure; doubles up to the check's interval
-MAX_DOUBLINGS = 40  # 30 s * 2**40: past any interval
 STATE_SAVE_EVERY = 30.0
 
 
@@ -420,10 +420,9 @@ class Scheduler:
         state = status.check(kind) if status else CheckState()
         interval = self.checks[kind].next_interval(status)
         if state.success is False:
-            # The failure count has no bound (weeks of failed five-minute checks): the exponent
-            # has one, or 30 s * 2**1025 overflows and the check drops out of the schedule.
-            doublings = min(max(0, state.failures - 1), MAX_DOUBLINGS)
-            interval = min(interval, jittered(RETRY_FIRST * 2.0**doublings))
+            # doubled() bounds the exponent: weeks of failed five-minute checks must not
+            # overflow (the check would drop out of the schedule).
+            interval = min(interval, jittered(doubled(RETRY_FIRST, state.failures - 1)))
         due = self._clock() + interval
         self.store.update(
             domain,

@@ -251,7 +251,7 @@ class Decoder:
             # UTF-8) goes the way below, as before. The one text both read, differently, is an
             # integer past 64 bits, which orjson reads as a float: the two integer fields of
             # a record (failures, serial_drift) refuse it, and a float field gets the value
-            # it would have got anyway (tests/test_fuzz_state.py compares the two parsers).
+            # it would have got anyway (tests/test_state_parser.py compares the two parsers).
             try:
                 return orjson.loads(data)
             except orjson.JSONDecodeError:

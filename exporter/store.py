@@ -21,6 +21,7 @@ from typing import Any
 
 from exporter import statedb, statefile
 from exporter.gcpause import gc_paused
+from exporter.memo import per_object
 from exporter.registration import Registration
 
 log = logging.getLogger(__name__)
@@ -259,7 +260,6 @@ class StatusStore:
         """Drop what take_exposition() was not asked for (domains removed meanwhile)."""
         self._restored_lines = {}
 
-
     def save(self, path: str | Path) -> int:
         """Write the domains that changed since the last save (and delete the rows of removed
         ones) to the state database at PATH, in one transaction; the first save to a database
@@ -462,22 +462,16 @@ _DIGEST_BYTES = 8
 def _config_digest(status: DomainStatus) -> bytes:
     """What the config puts into every line of a domain: saved lines are only used again for
     the same name, labels and expected nameservers."""
-    labels, expected = status.labels, status.expected_nameservers
-    # Label mappings and nameserver tuples are shared between domains (config.py): their text
-    # is made once per pair, not per domain (the cache holds the pair, so ids stay valid).
-    key = (id(labels), id(expected))
-    cached = _CONFIG_TEXT.get(key)
-    if cached is None or cached[0] is not labels or cached[1] is not expected:
-        if len(_CONFIG_TEXT) >= 4096:
-            _CONFIG_TEXT.clear()
-        text = repr((sorted(labels.items()), expected)).encode()
-        cached = _CONFIG_TEXT[key] = (labels, expected, text)
     digest = hashlib.blake2b(status.name.encode(), digest_size=_DIGEST_BYTES)
-    digest.update(b"\x00" + cached[2])
+    digest.update(b"\x00" + _config_text(status.labels, status.expected_nameservers))
     return digest.digest()
 
 
-_CONFIG_TEXT: dict[tuple[int, int], tuple[Mapping[str, str], tuple[str, ...], bytes]] = {}
+@per_object
+def _config_text(labels: Mapping[str, str], expected: tuple[str, ...]) -> bytes:
+    # Label mappings and nameserver tuples are shared between domains (config.py): their text
+    # is made once per pair, not per domain.
+    return repr((sorted(labels.items()), expected)).encode()
 
 
 def _encode_row(
