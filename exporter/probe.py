@@ -149,7 +149,7 @@ class ListedView(StatusStore):
     """The store as /metrics and the status page see it: without probe-only domains.
 
     A subclass only because DomainCollector takes a StatusStore; it holds nothing itself and
-    only reads (snapshot, get) go through to the real store.
+    only reads (snapshot, get, generation) go through to the real store.
     """
 
     def __init__(self, store: StatusStore, hidden: Callable[[], frozenset[str]]) -> None:
@@ -166,6 +166,10 @@ class ListedView(StatusStore):
 
     def get(self, name: str) -> DomainStatus | None:
         return None if name in self._hidden() else self._inner.get(name)
+
+    @property
+    def generation(self) -> int:
+        return self._inner.generation
 
 
 @dataclass(frozen=True)

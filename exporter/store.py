@@ -186,7 +186,7 @@ class StatusStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._domains: dict[str, DomainStatus] = {}
-        self.generation = 0  # bumps on every change; lets savers skip clean states
+        self._generation = 0  # bumps on every change (see generation)
         # Names whose database row may differ from their record (changed, or removed and still
         # to be deleted) since the last save; guarded by _lock like the records.
         self._dirty: set[str] = set()
@@ -222,7 +222,7 @@ class StatusStore:
             # Labels and expected nameservers are not saved: only removals touch the database.
             self._dirty.update(self._domains.keys() - fresh.keys())
             self._domains = fresh
-            self.generation += 1
+            self._generation += 1
 
     def update(self, name: str, change: Callable[[DomainStatus], DomainStatus]) -> None:
         with self._lock:
@@ -231,11 +231,17 @@ class StatusStore:
                 return
             self._domains[name] = change(current)
             self._dirty.add(name)
-            self.generation += 1
+            self._generation += 1
 
     def get(self, name: str) -> DomainStatus | None:
         with self._lock:
             return self._domains.get(name)
+
+    @property
+    def generation(self) -> int:
+        """A count that grows with every change: lets the saver skip a clean store and the
+        collector tell how many changes its last rendering lacks."""
+        return self._generation
 
     def snapshot(self) -> list[DomainStatus]:
         with self._lock:
@@ -362,7 +368,7 @@ class StatusStore:
                 self._restored_lines = reader.lines
                 # Rows to rewrite (aged, bad) or delete (no longer configured) at the next save.
                 self._dirty.update(reader.rewrite)
-                self.generation += 1
+                self._generation += 1
             self._saved = (
                 (os.path.abspath(target), info.mark)
                 if info.mark is not None and not reader.odd_rows

@@ -454,6 +454,80 @@ def test_keep_fresh_applies_changes_between_scrapes() -> None:
     assert not worker.is_alive()
 
 
+def _background(fast: DomainCollector, every: float):
+    """keep_fresh on a thread, once its first rendering is done; stop with the returned
+    function (which checks that the thread ended)."""
+    import threading
+    import time
+
+    stop = threading.Event()
+    worker = threading.Thread(target=fast.keep_fresh, args=(every, stop), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not fast.warm and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fast.warm
+
+    def end() -> None:
+        stop.set()
+        worker.join(5)
+        assert not worker.is_alive()
+
+    return end
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["store", "listed-view"])
+def test_a_scrape_serves_the_background_rendering_when_many_changes_landed(listed: bool) -> None:
+    """At 100k domains the checks of a few seconds are thousands of changes: with a background
+    refresh running, a scrape sends its last rendering rather than apply them (and pay for
+    them); a few changes are applied, and without a background refresh every scrape is exact.
+    The daemon's collector reads the store through a ListedView (probe-only domains hidden):
+    the changes must be counted through it too."""
+    from exporter.collector import SCRAPE_APPLIES_AT_MOST
+    from exporter.probe import ListedView
+
+    store = populated_store(SCRAPE_APPLIES_AT_MOST + 100)
+    seen = ListedView(store, frozenset) if listed else store
+    fast = DomainCollector(seen, clock=lambda: NOW)
+    end = _background(fast, 3600.0)  # it renders once, then not again during the test
+    try:
+        rendered = fast.exposition()
+        assert rendered == _reference(store)
+        names = [s.name for s in store.snapshot()]
+        for name in names[:SCRAPE_APPLIES_AT_MOST]:  # not more than the limit: applied
+            store.update(name, _renew_dns(NOW + 60))
+        applied = fast.exposition()
+        assert applied == _reference(store) != rendered
+        for name in names[: SCRAPE_APPLIES_AT_MOST + 1]:  # more: the last rendering is served
+            store.update(name, _renew_dns(NOW + 120))
+        assert fast.exposition() == applied != _reference(store)
+        assert _gunzip_all(fast.exposition_chunks(gzipped=True)) == applied
+    finally:
+        end()
+    assert fast.exposition() == _reference(store)  # no background refresh: a scrape applies
+
+
+def test_a_rendering_older_than_two_refresh_intervals_is_not_served() -> None:
+    """A background refresh that falls behind (or hangs) must not leave scrapes on an old
+    rendering: past twice its interval, a scrape applies the changes itself."""
+    from exporter.collector import SCRAPE_APPLIES_AT_MOST
+
+    store = populated_store(SCRAPE_APPLIES_AT_MOST + 10)
+    fast = DomainCollector(store, clock=lambda: NOW)
+    end = _background(fast, 3600.0)
+    try:
+        for s in store.snapshot():
+            store.update(s.name, _renew_dns(NOW + 60))
+        stale = fast.exposition()
+        assert stale != _reference(store)
+        view = fast._view
+        assert view is not None
+        fast._view = replace(view, made=view.made - 2 * 3600.0)  # as if made two intervals ago
+        assert fast.exposition() == _reference(store) != stale
+    finally:
+        end()
+
+
 def test_scale_benchmark_smoke(tmp_path) -> None:
     """bench/scale.py still runs end to end: a tiny size, one run, the exporter process, the
     floor server and the loop-lag probe included (127.94.0.1 and .2)."""
