@@ -26,6 +26,7 @@ from prometheus_client.utils import floatToGoString
 from exporter.expiry import effective_expiry, registration_sources
 from exporter.memo import memoised, per_object
 from exporter.store import CHECKS, CheckState, DomainStatus, StatusStore
+from exporter.turns import Turns
 
 _CACHED = " Last known value from a background check, not measured at scrape time."
 
@@ -448,6 +449,7 @@ class DomainCollector(Collector):
             # New blocks (all of them at start-up) are compressed on a thread of their own
             # while this one builds the next: deflate lets go of the GIL, so the two overlap.
             pool = ThreadPoolExecutor(1, thread_name_prefix="deflate") if not old else None
+            turn = Turns()  # splices deflate and inflate: the event loop's turns (turns.py)
             try:
                 for index in range(0, len(snapshot), BLOCK_SIZE):
                     statuses = snapshot[index : index + BLOCK_SIZE]
@@ -456,6 +458,7 @@ class DomainCollector(Collector):
                     if block is None or len(block.statuses) != len(statuses):
                         block = _Block(statuses, now, self._keep_plain, self._restored, pool)
                     else:
+                        turn()
                         block.update(statuses, now)
                     blocks.append(block)
                 for block in blocks:

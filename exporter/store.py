@@ -23,6 +23,7 @@ from exporter import statedb, statefile
 from exporter.gcpause import gc_paused
 from exporter.memo import per_object
 from exporter.registration import Registration
+from exporter.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,11 @@ class StatusStore:
 
             pack, fmt = self._pack, self._pack_format
 
+            turn = Turns()  # the event loop's turns during seconds of encoding
+
             def rows(full: bool) -> Iterator[tuple[str, bytes | None]]:
                 for name in domains if full else dirty:
+                    turn()
                     status = domains.get(name)
                     if status is None:
                         yield name, None
