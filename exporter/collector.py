@@ -779,9 +779,10 @@ def _gzip_all(cells: list[bytes]) -> list[bytes]:
 
 
 def _gzip(data: bytes) -> bytes:
-    # ISA-L's deflate (python-isal), level 1: the text format compresses ~18x even so, at
-    # ~5x the speed of zlib's level 1 (and its inflate ~3x zlib's), which every refresh, first
-    # rendering and plain scrape pays; the members are plain gzip. It lets go of the GIL.
+    # ISA-L's deflate (python-isal), level 1: the text format compresses ~20x even so, at
+    # 2-2.5x the speed of zlib's level 1 and the same ratio, and it inflates 2-3.5x faster
+    # (bench/codec.py), which every refresh, first rendering and plain scrape pays. The members
+    # are plain gzip. It lets go of the GIL while it works.
     return isal_zlib.compress(data, 1, wbits=31)
 
 
