@@ -26,8 +26,8 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     fake = _Clock()
-    monkeypatch.setattr(turns.time, "perf_counter", fake.perf_counter)
-    monkeypatch.setattr(turns.time, "sleep", fake.sleep)
+    monkeypatch.setattr(turns, "_now", fake.perf_counter)
+    monkeypatch.setattr(turns, "_sleep", fake.sleep)
     return fake
 
 
