@@ -25,7 +25,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.expiry import effective_expiry, registration_sources
 from exporter.memo import memoised, per_object
-from exporter.store import CHECKS, CheckState, DomainStatus, StatusStore
+from exporter.store import CHECKS, CheckState, DomainStatus, Records
 from exporter.turns import Turns
 
 _CACHED = " Last known value from a background check, not measured at scrape time."
@@ -316,7 +316,7 @@ class DomainCollector(Collector):
 
     def __init__(
         self,
-        store: StatusStore,
+        store: Records,
         clock: Callable[[], float] = time.time,
         *,
         keep_plain: bool = False,

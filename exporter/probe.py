@@ -145,15 +145,11 @@ class Watcher(Protocol):
     def drop_transient(self, name: str) -> None: ...
 
 
-class ListedView(StatusStore):
-    """The store as /metrics and the status page see it: without probe-only domains.
-
-    A subclass only because DomainCollector takes a StatusStore; it holds nothing itself and
-    only reads (snapshot, get, generation) go through to the real store.
-    """
+class ListedView:
+    """The store as /metrics and the status page see it (store.Records): without probe-only
+    domains. It holds nothing itself; every read goes through to the real store."""
 
     def __init__(self, store: StatusStore, hidden: Callable[[], frozenset[str]]) -> None:
-        super().__init__()
         self._inner = store
         self._hidden = hidden
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from exporter import statedb, statefile
 from exporter.gcpause import gc_paused
@@ -181,6 +181,15 @@ class DomainStatus:
 # What a domain holds before its first result. Its empty `checks` and ChangeLog are shared by
 # every new record: records are immutable, and a check's update makes a new mapping.
 _BLANK = DomainStatus(name="")
+
+
+class Records(Protocol):
+    """What /metrics and the status page read: StatusStore, or a view of it (probe.ListedView)."""
+
+    def snapshot(self) -> list[DomainStatus]: ...
+
+    @property
+    def generation(self) -> int: ...
 
 
 class StatusStore:

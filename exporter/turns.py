@@ -5,7 +5,7 @@ CPython gives the GIL to a thread that waits for it only once it has waited 5 ms
 interval) with no switch in between. A worker whose C calls (deflate, SQLite) each release and
 retake the GIL for a few microseconds retakes it before the waiting thread has woken up, and
 every retake counts as a switch: the event loop can wait for tens of milliseconds (a 1,000-row
-state save stalled it 15-80 ms, measured in bench/scale.py). A short real sleep every few
+state save stalled it 25-42 ms in bench/scale.py, 6 ms with turns). A short real sleep every few
 milliseconds of work hands the GIL over for certain.
 """
 
